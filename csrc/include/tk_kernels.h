@@ -1,0 +1,235 @@
+/*
+ * tk_kernels.h: the toolkit's int8 kernel library.
+ *
+ * Portable C99 kernels that reproduce the integer arithmetic of TensorFlow
+ * Lite Micro's reference kernels bit for bit: int8 activations with a zero
+ * point per tensor, int8 symmetric weights with a scale per output channel,
+ * int32 bias, and requantization by a 32-bit fixed-point multiplier and a
+ * power-of-two shift with TFLM's double rounding (a rounding doubling high
+ * multiply, then a rounding right shift).
+ *
+ * Every kernel comes in two parts. `tk_<op>_check` validates shapes and
+ * parameters and returns a status. `tk_<op>` runs the op and assumes that the
+ * check passed. No kernel allocates memory, and none reads or writes outside
+ * the arrays its dims describe.
+ *
+ * Argument order for every kernel: op parameters, quantization, then
+ * (dims, data) pairs for inputs, filter and bias, and the output last.
+ * Layouts: activations NHWC, convolution filters OHWI, depthwise filters
+ * 1HWC (C = input channels x depth multiplier), fully connected weights
+ * [output, input].
+ */
+#ifndef TK_KERNELS_H
+#define TK_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Status returned by every check function. */
+typedef enum {
+  TK_OK = 0,
+  TK_ERROR_NULL_POINTER = 1,
+  TK_ERROR_SHAPE = 2,
+  TK_ERROR_PARAMETER = 3
+} tk_status;
+
+/* Shape of a 4-D tensor. Activations are NHWC; a filter is OHWI, so for a
+ * filter n is the output channel count and c the input channel count.
+ * Every field is at least 1. */
+typedef struct {
+  int32_t n;
+  int32_t h;
+  int32_t w;
+  int32_t c;
+} tk_dims;
+
+/* Clamp applied to the int8 output, from the fused activation:
+ * -128 <= min <= max <= 127. */
+typedef struct {
+  int32_t min;
+  int32_t max;
+} tk_clamp;
+
+/* Fixed-point requantization factor for one tensor: the real factor is
+ * multiplier * 2^(shift - 31), with multiplier in [2^30, 2^31) or 0 and
+ * shift in [-31, 30]. */
+typedef struct {
+  int32_t multiplier;
+  int32_t shift;
+} tk_quant;
+
+/* Requantization factors per output channel: arrays of `count` entries,
+ * with the same meaning as tk_quant. */
+typedef struct {
+  const int32_t *multiplier;
+  const int32_t *shift;
+  int32_t count;
+} tk_quant_per_channel;
+
+/* CONV_2D parameters. input_offset is minus the input zero point
+ * (-127..128), output_offset the output zero point (-128..127). pad_h and
+ * pad_w are the padding before the first row and column. */
+typedef struct {
+  int32_t input_offset;
+  int32_t output_offset;
+  int32_t stride_h;
+  int32_t stride_w;
+  int32_t dilation_h;
+  int32_t dilation_w;
+  int32_t pad_h;
+  int32_t pad_w;
+  tk_clamp clamp;
+} tk_conv_params;
+
+/* DEPTHWISE_CONV_2D parameters: as tk_conv_params, plus the number of
+ * output channels per input channel. */
+typedef struct {
+  int32_t input_offset;
+  int32_t output_offset;
+  int32_t stride_h;
+  int32_t stride_w;
+  int32_t dilation_h;
+  int32_t dilation_w;
+  int32_t pad_h;
+  int32_t pad_w;
+  int32_t depth_multiplier;
+  tk_clamp clamp;
+} tk_depthwise_conv_params;
+
+/* FULLY_CONNECTED parameters. filter_offset is minus the weight zero point
+ * (0 for symmetric int8 weights). */
+typedef struct {
+  int32_t input_offset;
+  int32_t filter_offset;
+  int32_t output_offset;
+  tk_clamp clamp;
+} tk_fully_connected_params;
+
+/* AVERAGE_POOL_2D and MAX_POOL_2D parameters. Input and output share one
+ * quantization, so no offset is needed. */
+typedef struct {
+  int32_t stride_h;
+  int32_t stride_w;
+  int32_t filter_h;
+  int32_t filter_w;
+  int32_t pad_h;
+  int32_t pad_w;
+  tk_clamp clamp;
+} tk_pool_params;
+
+/* ADD parameters. Each input is shifted left by left_shift (20 for int8),
+ * scaled by its own factor (shift <= 0), summed, and the sum scaled to the
+ * output. */
+typedef struct {
+  int32_t input1_offset;
+  int32_t input2_offset;
+  int32_t output_offset;
+  int32_t left_shift;
+  tk_quant input1;
+  tk_quant input2;
+  tk_quant output;
+  tk_clamp clamp;
+} tk_add_params;
+
+/* SOFTMAX parameters: input differences from the row maximum are scaled by
+ * input_multiplier * 2^input_left_shift into a fixed-point number with 5
+ * integer bits; differences below diff_min (<= 0) give an output of -128. */
+typedef struct {
+  int32_t input_multiplier;
+  int32_t input_left_shift;
+  int32_t diff_min;
+} tk_softmax_params;
+
+/* Affine quantization of one tensor: real = scale * (q - zero_point). */
+typedef struct {
+  float scale;
+  int32_t zero_point;
+} tk_affine;
+
+/* Requantize a 32-bit accumulator: x * multiplier * 2^(shift - 31), rounded
+ * as TFLM's MultiplyByQuantizedMultiplier (double rounding). */
+int32_t tk_requantize(int32_t x, int32_t multiplier, int32_t shift);
+
+/* CONV_2D. input: [n, h, w, c_in]; filter: [c_out, kh, kw, c_in];
+ * bias: c_out values or NULL; output: [n, oh, ow, c_out];
+ * quant: c_out entries. */
+tk_status tk_conv2d_s8_check(const tk_conv_params *params, const tk_quant_per_channel *quant,
+                             const tk_dims *input_dims, const tk_dims *filter_dims,
+                             const tk_dims *output_dims);
+void tk_conv2d_s8(const tk_conv_params *params, const tk_quant_per_channel *quant,
+                  const tk_dims *input_dims, const int8_t *input, const tk_dims *filter_dims,
+                  const int8_t *filter, const int32_t *bias, const tk_dims *output_dims,
+                  int8_t *output);
+
+/* DEPTHWISE_CONV_2D. input: [n, h, w, c_in]; filter: [1, kh, kw, c_out]
+ * with c_out = c_in * depth_multiplier; bias: c_out values or NULL;
+ * output: [n, oh, ow, c_out]; quant: c_out entries. */
+tk_status tk_depthwise_conv2d_s8_check(const tk_depthwise_conv_params *params,
+                                       const tk_quant_per_channel *quant,
+                                       const tk_dims *input_dims, const tk_dims *filter_dims,
+                                       const tk_dims *output_dims);
+void tk_depthwise_conv2d_s8(const tk_depthwise_conv_params *params,
+                            const tk_quant_per_channel *quant, const tk_dims *input_dims,
+                            const int8_t *input, const tk_dims *filter_dims,
+                            const int8_t *filter, const int32_t *bias,
+                            const tk_dims *output_dims, int8_t *output);
+
+/* FULLY_CONNECTED. input: batches x depth values (any shape whose element
+ * count is a multiple of depth); filter: [units, depth]; bias: units values
+ * or NULL; output: [batches, units]; quant: units entries (repeat one
+ * factor for per-tensor weights). */
+tk_status tk_fully_connected_s8_check(const tk_fully_connected_params *params,
+                                      const tk_quant_per_channel *quant, int32_t batches,
+                                      int32_t depth, int32_t units);
+void tk_fully_connected_s8(const tk_fully_connected_params *params,
+                           const tk_quant_per_channel *quant, int32_t batches, int32_t depth,
+                           int32_t units, const int8_t *input, const int8_t *filter,
+                           const int32_t *bias, int8_t *output);
+
+/* AVERAGE_POOL_2D and MAX_POOL_2D. input: [n, h, w, c]; output:
+ * [n, oh, ow, c]. Windows that reach into the padding use only the
+ * elements inside the input. */
+tk_status tk_pool_s8_check(const tk_pool_params *params, const tk_dims *input_dims,
+                           const tk_dims *output_dims);
+void tk_avg_pool_s8(const tk_pool_params *params, const tk_dims *input_dims, const int8_t *input,
+                    const tk_dims *output_dims, int8_t *output);
+void tk_max_pool_s8(const tk_pool_params *params, const tk_dims *input_dims, const int8_t *input,
+                    const tk_dims *output_dims, int8_t *output);
+
+/* ADD with broadcasting. output: [n, h, w, c]; input1_strides and
+ * input2_strides give, per dimension (n, h, w, c), the element step in that
+ * input, 0 where the input is broadcast along the dimension. */
+tk_status tk_add_s8_check(const tk_add_params *params, const tk_dims *output_dims,
+                          const int32_t input1_strides[4], const int32_t input2_strides[4]);
+void tk_add_s8(const tk_add_params *params, const tk_dims *output_dims,
+               const int32_t input1_strides[4], const int8_t *input1,
+               const int32_t input2_strides[4], const int8_t *input2, int8_t *output);
+
+/* SOFTMAX over the last dimension. input and output: rows x depth values
+ * with depth <= 511;
+ * the output quantization is fixed at scale 1/256, zero point -128. */
+tk_status tk_softmax_s8_check(const tk_softmax_params *params, int32_t rows, int32_t depth);
+void tk_softmax_s8(const tk_softmax_params *params, int32_t rows, int32_t depth,
+                   const int8_t *input, int8_t *output);
+
+/* QUANTIZE float32 -> int8: round(x / scale) + zero_point, clamped. */
+void tk_quantize_f32_s8(const tk_affine *output_quant, int32_t size, const float *input,
+                        int8_t *output);
+
+/* QUANTIZE int8 -> int8 with another scale or zero point. */
+void tk_requantize_s8(int32_t input_zero_point, const tk_quant *quant, int32_t output_zero_point,
+                      int32_t size, const int8_t *input, int8_t *output);
+
+/* DEQUANTIZE int8 -> float32: scale * (q - zero_point). */
+void tk_dequantize_s8_f32(const tk_affine *input_quant, int32_t size, const int8_t *input,
+                          float *output);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TK_KERNELS_H */

@@ -1,0 +1,88 @@
+/*
+ * tk_internal.h: argument checks shared by the kernels. Internal to the
+ * kernel library; not part of the public API.
+ */
+#ifndef TK_INTERNAL_H
+#define TK_INTERNAL_H
+
+#include "tk_kernels.h"
+
+/* TK_OK when every field of dims is at least 1. */
+static inline tk_status tk_check_dims(const tk_dims *dims) {
+  if (dims == NULL) {
+    return TK_ERROR_NULL_POINTER;
+  }
+  if (dims->n < 1 || dims->h < 1 || dims->w < 1 || dims->c < 1) {
+    return TK_ERROR_SHAPE;
+  }
+  return TK_OK;
+}
+
+/* TK_OK when the clamp lies inside the int8 range and is not empty. */
+static inline tk_status tk_check_clamp(const tk_clamp *clamp) {
+  if (clamp->min < -128 || clamp->max > 127 || clamp->min > clamp->max) {
+    return TK_ERROR_PARAMETER;
+  }
+  return TK_OK;
+}
+
+/* TK_OK when a requantization factor is in range. */
+static inline tk_status tk_check_quant(int32_t multiplier, int32_t shift) {
+  if (multiplier < 0 || shift < -31 || shift > 30) {
+    return TK_ERROR_PARAMETER;
+  }
+  return TK_OK;
+}
+
+/* TK_OK when quant has `count` valid entries. */
+static inline tk_status tk_check_quant_per_channel(const tk_quant_per_channel *quant,
+                                                   int32_t count) {
+  int32_t i;
+
+  if (quant == NULL || quant->multiplier == NULL || quant->shift == NULL) {
+    return TK_ERROR_NULL_POINTER;
+  }
+  if (quant->count != count) {
+    return TK_ERROR_SHAPE;
+  }
+  for (i = 0; i < count; ++i) {
+    if (tk_check_quant(quant->multiplier[i], quant->shift[i]) != TK_OK) {
+      return TK_ERROR_PARAMETER;
+    }
+  }
+  return TK_OK;
+}
+
+/* TK_OK when an input offset (minus an int8 zero point) and an output
+ * offset (an int8 zero point) are in range. */
+static inline tk_status tk_check_offsets(int32_t input_offset, int32_t output_offset) {
+  if (input_offset < -127 || input_offset > 128 || output_offset < -128 || output_offset > 127) {
+    return TK_ERROR_PARAMETER;
+  }
+  return TK_OK;
+}
+
+/* TK_OK when the spatial output size matches a window of `filter` taps,
+ * `dilation` apart, moved by `stride` over `input` values with `pad` values
+ * of padding before the first one. The last window must start inside the
+ * input or its leading padding. */
+static inline tk_status tk_check_window(int32_t input, int32_t filter, int32_t stride,
+                                        int32_t dilation, int32_t pad, int32_t output) {
+  if (filter < 1 || stride < 1 || dilation < 1 || pad < 0 || pad >= filter * dilation) {
+    return TK_ERROR_PARAMETER;
+  }
+  if ((output - 1) * stride - pad > input - 1) {
+    return TK_ERROR_SHAPE;
+  }
+  return TK_OK;
+}
+
+#define TK_RETURN_IF_ERROR(expr)    \
+  do {                              \
+    const tk_status tk_status_ = (expr); \
+    if (tk_status_ != TK_OK) {      \
+      return tk_status_;            \
+    }                               \
+  } while (0)
+
+#endif /* TK_INTERNAL_H */

@@ -1,0 +1,6 @@
+"""Compress Keras models and deploy them as int8 C code, bit-exact with TFLite Micro."""
+
+from toolkit.errors import ToolkitError
+
+__all__ = ["ToolkitError"]
+__version__ = "0.1.0"
