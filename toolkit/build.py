@@ -68,17 +68,47 @@ def build_host_library(
     Without `output`, the library goes to a fresh temporary directory, so
     that each build loads as a separate library with its own arena.
     """
-    project = Path(project)
-    sources = source_files(project, prefix)
     if output is None:
         output = Path(tempfile.mkdtemp(prefix="toolkit-host-")) / f"lib{prefix}.so"
-    output = Path(output)
+    return _compile(Path(project), Path(output), prefix, ["-fPIC", "-shared"], [], sanitize,
+                    optimize)
+
+
+def example_runner_source() -> Path:
+    """The Linux example program that runs a model on input files."""
+    return Path(__file__).resolve().parent.parent / "firmware_examples" / "linux" / "main.c"
+
+
+def build_host_executable(
+    project: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    prefix: str = "model",
+    sanitize: bool = False,
+    optimize: str = "-O2",
+) -> Path:
+    """Compile a deployed directory with the Linux example runner
+    (firmware_examples/linux/main.c) into an executable."""
+    main = example_runner_source()
+    if not main.is_file():
+        raise ToolkitError(f"the example runner {main} was not found; use a source checkout")
+    return _compile(Path(project), Path(output), prefix, [], [main], sanitize, optimize)
+
+
+def _compile(
+    project: Path,
+    output: Path,
+    prefix: str,
+    link_flags: list[str],
+    extra_sources: list[Path],
+    sanitize: bool,
+    optimize: str,
+) -> Path:
+    sources = [*extra_sources, *source_files(project, prefix)]
     command = [
         compiler(),
         *WARNING_FLAGS,
         optimize,
-        "-fPIC",
-        "-shared",
+        *link_flags,
         *(SANITIZER_FLAGS if sanitize else ()),
         f"-I{project}",
         f"-I{project / 'kernels' / 'include'}",
@@ -184,3 +214,55 @@ class HostModel:
         return self._read(
             self._call("layer_output", layer), self._call("layer_output_bytes", layer), spec
         )
+
+
+def object_sizes(project: Path, prefix: str = "model", optimize: str = "-O2") -> dict[str, int]:
+    """Bytes of machine code (.text) per source file of a deployed directory,
+    compiled for the host with `optimize`."""
+    sizes: dict[str, int] = {}
+    with tempfile.TemporaryDirectory(prefix="toolkit-size-") as scratch:
+        for source in source_files(project, prefix):
+            obj = Path(scratch) / f"{source.stem}.o"
+            command = [compiler(), *WARNING_FLAGS, optimize, f"-I{project}",
+                       f"-I{project / 'kernels' / 'include'}", "-c", "-o", str(obj), str(source)]
+            result = subprocess.run(command, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                raise ToolkitError(f"{source}: compiling failed:\n{result.stderr.strip()}")
+            sizes[source.name] = elf_section_bytes(obj, ".text")
+    return sizes
+
+
+def elf_section_bytes(path: Path, prefix: str) -> int:
+    """Total size of the sections of an ELF file whose names start with
+    `prefix` (so ".text" also counts ".text.startup" and similar)."""
+    import struct
+
+    data = path.read_bytes()
+    if data[:4] != b"\x7fELF":
+        raise ToolkitError(f"{path}: not an ELF file")
+    is64 = data[4] == 2
+    endian = "<" if data[5] == 1 else ">"
+    if is64:
+        shoff, = struct.unpack_from(endian + "Q", data, 0x28)
+        shentsize, shnum, shstrndx = struct.unpack_from(endian + "HHH", data, 0x3A)
+    else:
+        shoff, = struct.unpack_from(endian + "I", data, 0x20)
+        shentsize, shnum, shstrndx = struct.unpack_from(endian + "HHH", data, 0x2E)
+
+    def section(index: int) -> tuple[int, int, int]:
+        base = shoff + index * shentsize
+        if is64:
+            name, _, _, _, offset, size = struct.unpack_from(endian + "IIQQQQ", data, base)
+        else:
+            name, _, _, _, offset, size = struct.unpack_from(endian + "IIIIII", data, base)
+        return name, offset, size
+
+    _, names_offset, _ = section(shstrndx)
+    total = 0
+    for index in range(shnum):
+        name_index, _, size = section(index)
+        end = data.index(b"\0", names_offset + name_index)
+        name = data[names_offset + name_index : end].decode("ascii", "replace")
+        if name == prefix or name.startswith(prefix + "."):
+            total += size
+    return total

@@ -1,0 +1,127 @@
+"""The `toolkit` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from toolkit import __version__
+from toolkit.errors import ToolkitError
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from toolkit.deploy import deploy
+
+    result = deploy(
+        args.model,
+        args.out,
+        target=args.target,
+        calibration=args.calibration,
+        io_type=args.io_type,
+        prefix=args.prefix,
+    )
+    print(result.summary())
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from toolkit.validate import validate
+
+    result = validate(
+        args.directory, inputs=args.inputs, count=args.count, seed=args.seed,
+        find_layer=args.find_layer,
+    )
+    print(result.summary())
+    return 0 if result.ok else 2
+
+
+def _example(args: argparse.Namespace) -> int:
+    from toolkit.examples.digits import run_example
+
+    result = run_example(args.out, epochs=args.epochs, seed=args.seed)
+    print(result.summary())
+    return 0 if result.agree else 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="toolkit",
+        description="Compress Keras models and deploy them as int8 C code that matches "
+        "TensorFlow Lite Micro bit for bit.",
+    )
+    parser.add_argument("--version", action="version", version=f"toolkit {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    deploy = commands.add_parser(
+        "deploy",
+        help="generate C sources, a Makefile and report.json for a model",
+        description="Convert a model to int8 if needed, generate C code and kernels, build it "
+        "once to check it, and print the size report.",
+    )
+    deploy.add_argument("model", help=".tflite (int8), .keras or .h5 file, or SavedModel directory")
+    deploy.add_argument("--out", required=True, help="output directory (replaced if it holds an "
+                        "earlier deploy)")
+    deploy.add_argument("--target", default="host", help="build target (default: host)")
+    deploy.add_argument("--calibration", help="representative inputs for a float model: .npy or "
+                        ".npz of samples shaped like the model input")
+    deploy.add_argument("--io-type", choices=("int8", "float32"), default="int8",
+                        help="element type of the model inputs and outputs when converting a "
+                        "Keras model (default: int8)")
+    deploy.add_argument("--prefix", default="model", help="C identifier prefix of the generated "
+                        "API (default: model)")
+    deploy.set_defaults(handler=_deploy)
+
+    validate = commands.add_parser(
+        "validate",
+        help="compare a deployed model's C code with TFLite Micro",
+        description="Build the generated C for the host, run it and TFLite Micro on the same "
+        "inputs, and report the maximum absolute difference per output. Exit status 2 on any "
+        "difference.",
+    )
+    validate.add_argument("directory", help="directory written by toolkit deploy")
+    validate.add_argument("--inputs", help=".npy or .npz of input samples (float data is "
+                          "quantized for int8 inputs); random inputs when omitted")
+    validate.add_argument("--count", type=int, default=20, help="number of random inputs "
+                          "(default: 20)")
+    validate.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    validate.add_argument("--find-layer", action="store_true", help="on a mismatch, run layer "
+                          "by layer and name the first layer whose output differs")
+    validate.set_defaults(handler=_validate)
+
+    example = commands.add_parser(
+        "example",
+        help="train, deploy and check the built-in handwritten-digits CNN",
+        description="Train a small CNN on scikit-learn's 8x8 handwritten digits, deploy it, and "
+        "print the test accuracy of the float Keras model, the int8 TFLite model and the "
+        "generated C code.",
+    )
+    example.add_argument("--out", default="digits_model", help="output directory "
+                         "(default: digits_model)")
+    example.add_argument("--epochs", type=int, default=30, help="training epochs (default: 30)")
+    example.add_argument("--seed", type=int, default=0, help="seed for data split and training")
+    example.set_defaults(handler=_example)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s: %(message)s",
+    )
+    try:
+        return int(args.handler(args))
+    except ToolkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

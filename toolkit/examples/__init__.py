@@ -1,0 +1,1 @@
+"""Built-in examples that run the toolkit end to end on real data."""

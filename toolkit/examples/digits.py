@@ -1,0 +1,168 @@
+"""The built-in example: a small CNN on scikit-learn's handwritten digits.
+
+The data set (1,797 real 8x8 grey-level images of the digits 0..9, from the
+UCI optical recognition data) ships inside scikit-learn, so the example runs
+offline. It trains the CNN in Keras, deploys it as int8 C code, and reports
+the test accuracy of the float Keras model, of the int8 TFLite model run by
+TensorFlow Lite Micro, and of the generated C code run on the host; the last
+two must give identical outputs on every test sample.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolkit.deploy import DeployResult, deploy
+
+INPUT_SHAPE = (8, 8, 1)
+CLASSES = 10
+
+
+@dataclass
+class DigitsData:
+    """Train and test splits: images scaled to [0, 1], NHWC, integer labels."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+@dataclass
+class ExampleResult:
+    deployment: DeployResult
+    float_accuracy: float
+    tflite_accuracy: float
+    c_accuracy: float
+    test_samples: int
+    mismatched_samples: int
+
+    @property
+    def agree(self) -> bool:
+        """True when the C code and TFLM gave the same outputs on every sample."""
+        return self.mismatched_samples == 0
+
+    def summary(self) -> str:
+        lines = [
+            self.deployment.summary(),
+            "",
+            f"test accuracy on {self.test_samples} held-out digits:",
+            f"  float Keras model:        {self.float_accuracy:.2%}",
+            f"  int8 TFLite (TFLM):       {self.tflite_accuracy:.2%}",
+            f"  generated C (host build): {self.c_accuracy:.2%}",
+            (
+                "  C and TFLM outputs are identical on every sample"
+                if self.agree
+                else f"  C and TFLM outputs DIFFER on {self.mismatched_samples} samples"
+            ),
+        ]
+        return "\n".join(lines)
+
+
+def load_digits_data(seed: int = 0, test_fraction: float = 0.25) -> DigitsData:
+    """Load the digits and split them, stratified by class."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = (digits.images / 16.0).astype(np.float32)[..., np.newaxis]
+    labels = digits.target.astype(np.int64)
+    x_train, x_test, y_train, y_test = train_test_split(
+        images, labels, test_size=test_fraction, random_state=seed, stratify=labels
+    )
+    return DigitsData(x_train, y_train, x_test, y_test)
+
+
+def build_model(filters: int = 16) -> Any:
+    """The example CNN: two 3x3 convolutions, a max pool and a dense classifier.
+
+    Every layer maps to an op that the toolkit has a kernel for.
+    """
+    from toolkit.keras_io import import_keras
+
+    keras = import_keras()
+    return keras.Sequential(
+        [
+            keras.Input(shape=INPUT_SHAPE),
+            keras.layers.Conv2D(filters, 3, padding="same", activation="relu"),
+            keras.layers.Conv2D(2 * filters, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Flatten(),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(CLASSES, activation="softmax"),
+        ],
+        name="digits_cnn",
+    )
+
+
+def train_model(data: DigitsData, epochs: int = 30, seed: int = 0, filters: int = 16) -> Any:
+    """Train the example CNN with a fixed seed and return it."""
+    from toolkit.keras_io import import_keras
+
+    keras = import_keras()
+    keras.utils.set_random_seed(seed)
+    model = build_model(filters)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=3e-3),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=32, verbose=0, shuffle=True)
+    return model
+
+
+def _quantize_inputs(images: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    from toolkit.validate import prepare_inputs
+
+    return np.stack([sample[0] for sample in prepare_inputs(images, [spec])])
+
+
+def run_example(
+    out: str | os.PathLike[str] = "digits_model", epochs: int = 30, seed: int = 0
+) -> ExampleResult:
+    """Train, deploy and evaluate the digits CNN; the C code goes to `out`."""
+    from toolkit.build import HostModel, TensorSpec, build_host_library
+    from toolkit.reference import make_interpreter, run_tflm
+
+    data = load_digits_data(seed)
+    model = train_model(data, epochs=epochs, seed=seed)
+    float_predictions = np.argmax(model.predict(data.x_test, verbose=0), axis=1)
+    float_accuracy = float(np.mean(float_predictions == data.y_test))
+
+    deployment = deploy(model, out, calibration=data.x_train)
+    report = deployment.report
+    flatbuffer = (Path(out) / "model.tflite").read_bytes()
+    inputs = _quantize_inputs(data.x_test, report["inputs"][0])
+
+    specs = [
+        [TensorSpec(e["name"], tuple(e["shape"]), e["dtype"]) for e in report[role]]
+        for role in ("inputs", "outputs")
+    ]
+    library = build_host_library(out)
+    try:
+        c_model = HostModel(library, specs[0], specs[1], len(report["layers"]))
+        interpreter = make_interpreter(flatbuffer)
+        c_labels, tflm_labels, mismatched = [], [], 0
+        for sample in inputs:
+            ours = c_model.run([sample])[0]
+            theirs = run_tflm(flatbuffer, [sample], interpreter)[0]
+            mismatched += int(not np.array_equal(ours, theirs))
+            c_labels.append(int(np.argmax(ours)))
+            tflm_labels.append(int(np.argmax(theirs)))
+    finally:
+        shutil.rmtree(library.parent, ignore_errors=True)
+
+    return ExampleResult(
+        deployment=deployment,
+        float_accuracy=float_accuracy,
+        tflite_accuracy=float(np.mean(np.array(tflm_labels) == data.y_test)),
+        c_accuracy=float(np.mean(np.array(c_labels) == data.y_test)),
+        test_samples=len(data.y_test),
+        mismatched_samples=mismatched,
+    )

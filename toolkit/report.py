@@ -1,0 +1,72 @@
+"""The deploy report: a JSON-ready dict and its printed form."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+def _bytes(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> str:
+    """A plain-text table; columns in `right` are right-aligned."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [
+            cell.rjust(width) if i in right else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "  ".join(parts).rstrip()
+
+    separator = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), separator, *(line(row) for row in rows)])
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The human-readable summary printed by `toolkit deploy`."""
+    tflm = report.get("tflm_arena") or {}
+    lines = [
+        f"model:   {report['source']}",
+        f"target:  {report['target']}    output: {report['out_dir']}",
+        "",
+        f"weights: {_bytes(report['weight_bytes'])} bytes packed "
+        f"({_bytes(report['tflite_bytes'])} bytes in the .tflite file)",
+        f"code:    {_bytes(report.get('code_bytes'))} bytes "
+        f"({report.get('code_bytes_note', 'not measured')})",
+        f"arena:   {_bytes(report['arena_bytes'])} bytes "
+        f"(TFLM: {_bytes(tflm.get('total'))} total, {_bytes(tflm.get('head'))} for "
+        f"activations; live-tensor lower bound {_bytes(report['peak_live_bytes'])})",
+        "",
+    ]
+    headers = ["#", "op", "input", "output", "params", "MACs", "weight bytes", "format"]
+    rows = []
+    for layer in report["layers"]:
+        rows.append(
+            [
+                str(layer["index"]),
+                layer["op"],
+                ", ".join(_shape(s) for s in layer["input_shapes"]),
+                _shape(layer["output_shape"]),
+                f"{layer['parameters']:,}",
+                f"{layer['macs']:,}",
+                f"{layer['weight_bytes']:,}",
+                layer["format"],
+            ]
+        )
+    total_macs = sum(layer["macs"] for layer in report["layers"])
+    total_params = sum(layer["parameters"] for layer in report["layers"])
+    rows.append(["", "total", "", "", f"{total_params:,}", f"{total_macs:,}",
+                 f"{report['weight_bytes']:,}", ""])
+    lines.append(format_table(headers, rows, right={0, 4, 5, 6}))
+    for warning in report.get("warnings", []):
+        lines.append(f"warning: {warning}")
+    return "\n".join(lines)
