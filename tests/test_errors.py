@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import shared_model
+from tests.helpers import shared_model
 from toolkit.cli import main
 from toolkit.deploy import deploy
 from toolkit.errors import ToolkitError

@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import shared_model
-from tests.helpers import read_toyadmos_windows
+from tests.helpers import read_toyadmos_windows, shared_model
 from toolkit.deploy import deploy
 from toolkit.validate import validate
 

@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,8 +42,9 @@ def compiler() -> str:
     for name in (os.environ.get("CC"), "cc", "gcc"):
         if name and shutil.which(name):
             return name
-    raise ToolkitError("no C compiler found (tried $CC, cc, gcc); install gcc, e.g. "
-                       "`apt-get install gcc`")
+    raise ToolkitError(
+        "no C compiler found (tried $CC, cc, gcc); install gcc, e.g. `apt-get install gcc`"
+    )
 
 
 def source_files(project: Path, prefix: str = "model") -> list[Path]:
@@ -51,8 +53,9 @@ def source_files(project: Path, prefix: str = "model") -> list[Path]:
     files += sorted((project / "kernels" / "src").glob("*.c"))
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
-        raise ToolkitError(f"{project}: missing generated sources {missing}; run toolkit "
-                           "deploy again")
+        raise ToolkitError(
+            f"{project}: missing generated sources {missing}; run toolkit deploy again"
+        )
     return files
 
 
@@ -70,8 +73,9 @@ def build_host_library(
     """
     if output is None:
         output = Path(tempfile.mkdtemp(prefix="toolkit-host-")) / f"lib{prefix}.so"
-    return _compile(Path(project), Path(output), prefix, ["-fPIC", "-shared"], [], sanitize,
-                    optimize)
+    return _compile(
+        Path(project), Path(output), prefix, ["-fPIC", "-shared"], [], sanitize, optimize
+    )
 
 
 def example_runner_source() -> Path:
@@ -169,10 +173,12 @@ class HostModel:
         self.layer_count = layer_count
         status = self._call("check")
         if status != 0:
-            raise ToolkitError(f"{library}: the generated model's parameter check failed with "
-                               f"status {status}; deploy the model again")
+            raise ToolkitError(
+                f"{library}: the generated model's parameter check failed with "
+                f"status {status}; deploy the model again"
+            )
 
-    def _call(self, name: str, *args: int):  # type: ignore[no-untyped-def]
+    def _call(self, name: str, *args: int) -> Any:
         return getattr(self._lib, f"{self._prefix}_{name}")(*args)
 
     def set_inputs(self, values: Sequence[np.ndarray]) -> None:
@@ -187,11 +193,12 @@ class HostModel:
                 )
             size = self._call("input_bytes", index)
             if size != array.nbytes:
-                raise ToolkitError(f"input {index} ('{spec.name}') holds {size} bytes, got "
-                                   f"{array.nbytes}")
+                raise ToolkitError(
+                    f"input {index} ('{spec.name}') holds {size} bytes, got {array.nbytes}"
+                )
             self._ffi.memmove(self._call("input", index), array.tobytes(), size)
 
-    def _read(self, pointer, size: int, spec: TensorSpec) -> np.ndarray:  # type: ignore[no-untyped-def]
+    def _read(self, pointer: Any, size: int, spec: TensorSpec) -> np.ndarray:
         data = bytes(self._ffi.buffer(pointer, size))
         return np.frombuffer(data, dtype=spec.dtype).reshape(spec.shape).copy()
 
@@ -223,8 +230,17 @@ def object_sizes(project: Path, prefix: str = "model", optimize: str = "-O2") ->
     with tempfile.TemporaryDirectory(prefix="toolkit-size-") as scratch:
         for source in source_files(project, prefix):
             obj = Path(scratch) / f"{source.stem}.o"
-            command = [compiler(), *WARNING_FLAGS, optimize, f"-I{project}",
-                       f"-I{project / 'kernels' / 'include'}", "-c", "-o", str(obj), str(source)]
+            command = [
+                compiler(),
+                *WARNING_FLAGS,
+                optimize,
+                f"-I{project}",
+                f"-I{project / 'kernels' / 'include'}",
+                "-c",
+                "-o",
+                str(obj),
+                str(source),
+            ]
             result = subprocess.run(command, capture_output=True, text=True, check=False)
             if result.returncode != 0:
                 raise ToolkitError(f"{source}: compiling failed:\n{result.stderr.strip()}")
@@ -243,10 +259,10 @@ def elf_section_bytes(path: Path, prefix: str) -> int:
     is64 = data[4] == 2
     endian = "<" if data[5] == 1 else ">"
     if is64:
-        shoff, = struct.unpack_from(endian + "Q", data, 0x28)
+        (shoff,) = struct.unpack_from(endian + "Q", data, 0x28)
         shentsize, shnum, shstrndx = struct.unpack_from(endian + "HHH", data, 0x3A)
     else:
-        shoff, = struct.unpack_from(endian + "I", data, 0x20)
+        (shoff,) = struct.unpack_from(endian + "I", data, 0x20)
         shentsize, shnum, shstrndx = struct.unpack_from(endian + "HHH", data, 0x2E)
 
     def section(index: int) -> tuple[int, int, int]:

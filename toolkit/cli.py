@@ -30,7 +30,10 @@ def _validate(args: argparse.Namespace) -> int:
     from toolkit.validate import validate
 
     result = validate(
-        args.directory, inputs=args.inputs, count=args.count, seed=args.seed,
+        args.directory,
+        inputs=args.inputs,
+        count=args.count,
+        seed=args.seed,
         find_layer=args.find_layer,
     )
     print(result.summary())
@@ -62,16 +65,27 @@ def build_parser() -> argparse.ArgumentParser:
         "once to check it, and print the size report.",
     )
     deploy.add_argument("model", help=".tflite (int8), .keras or .h5 file, or SavedModel directory")
-    deploy.add_argument("--out", required=True, help="output directory (replaced if it holds an "
-                        "earlier deploy)")
+    deploy.add_argument(
+        "--out", required=True, help="output directory (replaced if it holds an earlier deploy)"
+    )
     deploy.add_argument("--target", default="host", help="build target (default: host)")
-    deploy.add_argument("--calibration", help="representative inputs for a float model: .npy or "
-                        ".npz of samples shaped like the model input")
-    deploy.add_argument("--io-type", choices=("int8", "float32"), default="int8",
-                        help="element type of the model inputs and outputs when converting a "
-                        "Keras model (default: int8)")
-    deploy.add_argument("--prefix", default="model", help="C identifier prefix of the generated "
-                        "API (default: model)")
+    deploy.add_argument(
+        "--calibration",
+        help="representative inputs for a float model: .npy or "
+        ".npz of samples shaped like the model input",
+    )
+    deploy.add_argument(
+        "--io-type",
+        choices=("int8", "float32"),
+        default="int8",
+        help="element type of the model inputs and outputs when converting a "
+        "Keras model (default: int8)",
+    )
+    deploy.add_argument(
+        "--prefix",
+        default="model",
+        help="C identifier prefix of the generated API (default: model)",
+    )
     deploy.set_defaults(handler=_deploy)
 
     validate = commands.add_parser(
@@ -82,13 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
         "difference.",
     )
     validate.add_argument("directory", help="directory written by toolkit deploy")
-    validate.add_argument("--inputs", help=".npy or .npz of input samples (float data is "
-                          "quantized for int8 inputs); random inputs when omitted")
-    validate.add_argument("--count", type=int, default=20, help="number of random inputs "
-                          "(default: 20)")
+    validate.add_argument(
+        "--inputs",
+        help=".npy or .npz of input samples (float data is "
+        "quantized for int8 inputs); random inputs when omitted",
+    )
+    validate.add_argument(
+        "--count", type=int, default=20, help="number of random inputs (default: 20)"
+    )
     validate.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
-    validate.add_argument("--find-layer", action="store_true", help="on a mismatch, run layer "
-                          "by layer and name the first layer whose output differs")
+    validate.add_argument(
+        "--find-layer",
+        action="store_true",
+        help="on a mismatch, run layer by layer and name the first layer whose output differs",
+    )
     validate.set_defaults(handler=_validate)
 
     example = commands.add_parser(
@@ -98,8 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
         "print the test accuracy of the float Keras model, the int8 TFLite model and the "
         "generated C code.",
     )
-    example.add_argument("--out", default="digits_model", help="output directory "
-                         "(default: digits_model)")
+    example.add_argument(
+        "--out", default="digits_model", help="output directory (default: digits_model)"
+    )
     example.add_argument("--epochs", type=int, default=30, help="training epochs (default: 30)")
     example.add_argument("--seed", type=int, default=0, help="seed for data split and training")
     example.set_defaults(handler=_example)

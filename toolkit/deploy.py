@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -134,7 +134,10 @@ def to_tflite(
             warnings.append(message)
     else:
         samples = convert.load_calibration(calibration, input_shape)
-    return convert.to_int8_tflite(keras_model, samples, io_type=io_type), source
+    if io_type not in ("int8", "float32"):
+        raise ToolkitError(f"unknown io_type '{io_type}'; use 'int8' or 'float32'")
+    interface: Literal["int8", "float32"] = "int8" if io_type == "int8" else "float32"
+    return convert.to_int8_tflite(keras_model, samples, io_type=interface), source
 
 
 def _prepare_output(out: Path) -> None:
@@ -164,9 +167,7 @@ def _reference_arena(model: bytes, graph: Graph) -> dict[str, int] | None:
         from toolkit.reference import tflm_arena_bytes
     except ImportError:
         return None
-    zeros = [
-        np.zeros(graph.tensors[i].shape, dtype=graph.tensors[i].dtype) for i in graph.inputs
-    ]
+    zeros = [np.zeros(graph.tensors[i].shape, dtype=graph.tensors[i].dtype) for i in graph.inputs]
     try:
         return tflm_arena_bytes(model, zeros)
     except ToolkitError as exc:

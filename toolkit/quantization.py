@@ -51,7 +51,9 @@ def conv_multipliers(
     widened to float64 before the product, as TFLM does."""
     multipliers, shifts = [], []
     for weight_scale in np.asarray(weight_scales, dtype=np.float32):
-        real = float(np.float32(input_scale)) * float(weight_scale) / float(np.float32(output_scale))
+        real = (
+            float(np.float32(input_scale)) * float(weight_scale) / float(np.float32(output_scale))
+        )
         multiplier, shift = quantize_multiplier(real)
         multipliers.append(multiplier)
         shifts.append(shift)
@@ -76,6 +78,7 @@ def fully_connected_multipliers(
 def activation_range(activation: int, scale: float, zero_point: int) -> tuple[int, int]:
     """The int8 output clamp of a fused activation. The bounds are quantized
     with a float32 division and rounded half away from zero, as TFLM does."""
+
     def quantize(value: float) -> int:
         quotient = np.float32(np.float32(value) / np.float32(scale))
         return zero_point + round_half_away(float(quotient))
@@ -94,9 +97,7 @@ def activation_range(activation: int, scale: float, zero_point: int) -> tuple[in
     return low, high
 
 
-def add_parameters(
-    input1_scale: float, input2_scale: float, output_scale: float
-) -> dict[str, int]:
+def add_parameters(input1_scale: float, input2_scale: float, output_scale: float) -> dict[str, int]:
     """ADD factors: both inputs are rescaled to twice the larger input scale
     with 20 extra bits, then the sum to the output scale."""
     left_shift = 20

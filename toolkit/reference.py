@@ -8,6 +8,7 @@ import os
 import re
 import tempfile
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from toolkit.errors import ToolkitError
 _MIN_ARENA = 1 << 20
 
 
-def _runtime():  # type: ignore[no-untyped-def]
+def _runtime() -> Any:
     try:
         from tflite_micro import runtime
     except ImportError as exc:
@@ -29,7 +30,7 @@ def _runtime():  # type: ignore[no-untyped-def]
     return runtime
 
 
-def make_interpreter(model: bytes, preserve_all_tensors: bool = False):  # type: ignore[no-untyped-def]
+def make_interpreter(model: bytes, preserve_all_tensors: bool = False) -> Any:
     """A TFLM interpreter for `model`. With `preserve_all_tensors`, every
     intermediate tensor stays readable after invoke (no arena reuse)."""
     runtime = _runtime()
@@ -43,7 +44,9 @@ def make_interpreter(model: bytes, preserve_all_tensors: bool = False):  # type:
     )
 
 
-def run_tflm(model: bytes, inputs: Sequence[np.ndarray], interpreter=None) -> list[np.ndarray]:  # type: ignore[no-untyped-def]
+def run_tflm(
+    model: bytes, inputs: Sequence[np.ndarray], interpreter: Any = None
+) -> list[np.ndarray]:
     """Run one inference; `inputs` are in the model's input order."""
     if interpreter is None:
         interpreter = make_interpreter(model)

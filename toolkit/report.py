@@ -64,8 +64,18 @@ def format_report(report: dict[str, Any]) -> str:
         )
     total_macs = sum(layer["macs"] for layer in report["layers"])
     total_params = sum(layer["parameters"] for layer in report["layers"])
-    rows.append(["", "total", "", "", f"{total_params:,}", f"{total_macs:,}",
-                 f"{report['weight_bytes']:,}", ""])
+    rows.append(
+        [
+            "",
+            "total",
+            "",
+            "",
+            f"{total_params:,}",
+            f"{total_macs:,}",
+            f"{report['weight_bytes']:,}",
+            "",
+        ]
+    )
     lines.append(format_table(headers, rows, right={0, 4, 5, 6}))
     for warning in report.get("warnings", []):
         lines.append(f"warning: {warning}")

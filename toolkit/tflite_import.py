@@ -69,7 +69,9 @@ _OPERATOR_NAMES = {
     value: name for name, value in vars(tflite.BuiltinOperator).items() if not name.startswith("_")
 }
 _TENSOR_TYPES = {
-    value: name.lower() for name, value in vars(tflite.TensorType).items() if not name.startswith("_")
+    value: name.lower()
+    for name, value in vars(tflite.TensorType).items()
+    if not name.startswith("_")
 }
 _NUMPY_TYPES = {
     "int8": np.int8,
@@ -267,7 +269,11 @@ def _check_int8(graph: Graph) -> None:
             if index < 0:
                 continue
             tensor = graph.tensors[index]
-            if tensor.is_constant and op.kind in ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D"):
+            if tensor.is_constant and op.kind in (
+                "FULLY_CONNECTED",
+                "CONV_2D",
+                "DEPTHWISE_CONV_2D",
+            ):
                 continue
             if tensor.dtype == "float32" and index not in allowed_float:
                 raise ToolkitError(

@@ -60,8 +60,10 @@ class ValidationResult:
     def summary(self) -> str:
         lines = [f"compared generated C with TFLite Micro on {self.samples} inputs"]
         for output in self.outputs:
-            verdict = "equal" if output.mismatched_samples == 0 else (
-                f"DIFFERENT on {output.mismatched_samples} inputs"
+            verdict = (
+                "equal"
+                if output.mismatched_samples == 0
+                else (f"DIFFERENT on {output.mismatched_samples} inputs")
             )
             lines.append(
                 f"  output {output.index} '{output.name}': max abs diff "
@@ -85,8 +87,9 @@ def load_deployment(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], 
     model_path = directory / "model.tflite"
     for path in (report_path, model_path):
         if not path.is_file():
-            raise ToolkitError(f"{directory}: {path.name} not found; give a directory written by "
-                               "`toolkit deploy`")
+            raise ToolkitError(
+                f"{directory}: {path.name} not found; give a directory written by `toolkit deploy`"
+            )
     try:
         report = json.loads(report_path.read_text())
     except json.JSONDecodeError as exc:
@@ -142,8 +145,10 @@ def prepare_inputs(
             )
         if spec["dtype"] == "int8" and samples.dtype != np.int8:
             if not np.issubdtype(samples.dtype, np.floating):
-                raise ToolkitError(f"{source}: input '{spec['name']}' is int8; give int8 or float "
-                                   f"data, got {samples.dtype}")
+                raise ToolkitError(
+                    f"{source}: input '{spec['name']}' is int8; give int8 or float "
+                    f"data, got {samples.dtype}"
+                )
             samples = _quantize_like_tflm(samples, spec["scale"], spec["zero_point"])
         per_input.append(samples.astype(spec["dtype"]).reshape((-1, *shape)))
     counts = {len(s) for s in per_input}
@@ -187,7 +192,10 @@ def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _first_mismatch(
-    model: HostModel, report: dict[str, Any], flatbuffer: bytes, sample: list[np.ndarray],
+    model: HostModel,
+    report: dict[str, Any],
+    flatbuffer: bytes,
+    sample: list[np.ndarray],
     sample_index: int,
 ) -> LayerMismatch | None:
     interpreter = make_interpreter(flatbuffer, preserve_all_tensors=True)
@@ -200,8 +208,9 @@ def _first_mismatch(
         theirs = np.asarray(interpreter.GetTensor(spec["tensor_index"], 0)["tensor_data"])
         difference = _max_diff(ours, theirs)
         if difference != 0:
-            return LayerMismatch(sample_index, layer["index"], layer["op"], layer["name"],
-                                 difference)
+            return LayerMismatch(
+                sample_index, layer["index"], layer["op"], layer["name"], difference
+            )
     return None
 
 
@@ -222,11 +231,17 @@ def validate(
     prefix = report.get("prefix", "model")
     library = build_host_library(directory, prefix=prefix)
     try:
-        model = HostModel(library, _specs(report["inputs"]), _specs(report["outputs"]),
-                          len(report["layers"]), prefix=prefix)
+        model = HostModel(
+            library,
+            _specs(report["inputs"]),
+            _specs(report["outputs"]),
+            len(report["layers"]),
+            prefix=prefix,
+        )
         interpreter = make_interpreter(flatbuffer)
-        comparisons = [OutputComparison(i, spec["name"], 0.0, 0)
-                       for i, spec in enumerate(report["outputs"])]
+        comparisons = [
+            OutputComparison(i, spec["name"], 0.0, 0) for i, spec in enumerate(report["outputs"])
+        ]
         first_bad = None
         for number, sample in enumerate(samples):
             ours = model.run(sample)
@@ -239,8 +254,9 @@ def validate(
                     first_bad = number if first_bad is None else first_bad
         result = ValidationResult(len(samples), comparisons)
         if find_layer and first_bad is not None:
-            result.first_mismatch = _first_mismatch(model, report, flatbuffer, samples[first_bad],
-                                                    first_bad)
+            result.first_mismatch = _first_mismatch(
+                model, report, flatbuffer, samples[first_bad], first_bad
+            )
         return result
     finally:
         shutil.rmtree(library.parent, ignore_errors=True)

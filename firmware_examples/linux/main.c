@@ -9,9 +9,9 @@
  * INPUT.bin holds several such records. Exit status 0 on success, 1 on a
  * usage or I/O error, 2 when the model's parameter check fails.
  *
- * Build it beside a deployed directory, for example:
- *   cc -std=c99 -O2 -IDIR -IDIR/kernels/include main.c DIR/model.c \
- *      DIR/model_weights.c DIR/kernels/src/*.c -lm -o model_runner
+ * Build it with a deployed directory DIR: compile this file, DIR/model.c,
+ * DIR/model_weights.c and every .c file in DIR/kernels/src, with DIR and
+ * DIR/kernels/include on the include path, and link with -lm.
  */
 #include <stdio.h>
 #include <string.h>

@@ -194,12 +194,13 @@ def _model_source(
         f'#include "{prefix}_weights.h"',
         "",
         "/* One arena for every activation; offsets come from the memory planner",
-        " * and are multiples of 16, so float and int32 views are aligned. */",
+        " * and are multiples of 16, so float and int32 views are aligned. Other",
+        " * compilers than gcc and clang get an array of double, aligned to 8. */",
         "#if defined(__GNUC__)",
         f"static uint8_t {arena}[{upper}_ARENA_SIZE] __attribute__((aligned(16)));",
         "#else",
-        f"static union {{ uint8_t bytes[{upper}_ARENA_SIZE]; double align; }} {arena}_storage;",
-        f"#define {arena} ({arena}_storage.bytes)",
+        f"static double {arena}_storage[({upper}_ARENA_SIZE + 7) / 8];",
+        f"#define {arena} ((uint8_t *){arena}_storage)",
         "#endif",
         "",
     ]
@@ -211,7 +212,7 @@ def _model_source(
         lines.append("".join(code.declarations))
 
     lines += [f"tk_status {prefix}_check(void) {{", "  tk_status status = TK_OK;", ""]
-    for op, code in zip(graph.ops, layers, strict=True):
+    for code in layers:
         if code.check is not None:
             lines += [
                 f"  status = {code.check};",

@@ -83,7 +83,8 @@ def _quant_arrays(
     shift = ctx.symbol(op, "shift")
     quant = ctx.symbol(op, "quant")
     declarations = [
-        f"static const int32_t {mult}[{len(multipliers)}] = {{\n    {int_list(multipliers, 8)}\n}};\n",
+        f"static const int32_t {mult}[{len(multipliers)}] = "
+        f"{{\n    {int_list(multipliers, 8)}\n}};\n",
         f"static const int32_t {shift}[{len(shifts)}] = {{\n    {int_list(shifts)}\n}};\n",
         f"static const tk_quant_per_channel {quant} = {{{mult}, {shift}, {len(multipliers)}}};\n",
     ]
@@ -103,14 +104,21 @@ def _same_padding(in_size: int, filter_size: int, stride: int, dilation: int, ou
     return total // 2
 
 
-def _padding(op: Op, input_shape: tuple[int, ...], output_shape: tuple[int, ...],
-             kernel: tuple[int, int], dilation: tuple[int, int]) -> tuple[int, int]:
+def _padding(
+    op: Op,
+    input_shape: tuple[int, ...],
+    output_shape: tuple[int, ...],
+    kernel: tuple[int, int],
+    dilation: tuple[int, int],
+) -> tuple[int, int]:
     if op.options.get("padding", PADDING_SAME) != PADDING_SAME:
         return 0, 0
-    pad_h = _same_padding(input_shape[1], kernel[0], op.options["stride_h"], dilation[0],
-                          output_shape[1])
-    pad_w = _same_padding(input_shape[2], kernel[1], op.options["stride_w"], dilation[1],
-                          output_shape[2])
+    pad_h = _same_padding(
+        input_shape[1], kernel[0], op.options["stride_h"], dilation[0], output_shape[1]
+    )
+    pad_w = _same_padding(
+        input_shape[2], kernel[1], op.options["stride_w"], dilation[1], output_shape[2]
+    )
     return pad_h, pad_w
 
 
@@ -133,15 +141,23 @@ def _check_activation_quantization(ctx: LayerContext, op: Op) -> None:
         tensor = ctx.graph.tensors[index]
         if tensor.is_constant:
             continue
-        if tensor.dtype == "int8" and (tensor.quantization is None or tensor.quantization.per_channel):
-            raise _error(ctx.graph, op, f"int8 tensor '{tensor.name}' needs one scale and zero "
-                         "point per tensor")
+        if tensor.dtype == "int8" and (
+            tensor.quantization is None or tensor.quantization.per_channel
+        ):
+            raise _error(
+                ctx.graph,
+                op,
+                f"int8 tensor '{tensor.name}' needs one scale and zero point per tensor",
+            )
 
 
 def _info(ctx: LayerContext, op: Op, arrays: list[WeightArray], macs: int) -> LayerInfo:
     graph = ctx.graph
-    inputs = [list(graph.tensors[i].shape) for i in op.inputs
-              if i >= 0 and not graph.tensors[i].is_constant]
+    inputs = [
+        list(graph.tensors[i].shape)
+        for i in op.inputs
+        if i >= 0 and not graph.tensors[i].is_constant
+    ]
     return LayerInfo(
         index=op.index,
         op=op.kind,
@@ -161,11 +177,16 @@ def _lower_conv(ctx: LayerContext, op: Op) -> LayerCode:
     weights, bias, arrays = _weights(ctx, op)
     depthwise = op.kind == "DEPTHWISE_CONV_2D"
     if len(x.shape) != 4 or len(out.shape) != 4:
-        raise _error(graph, op, f"expected 4-D input and output, got {list(x.shape)} and "
-                     f"{list(out.shape)}")
+        raise _error(
+            graph, op, f"expected 4-D input and output, got {list(x.shape)} and {list(out.shape)}"
+        )
     if not depthwise and weights.shape[3] != x.shape[3]:
-        raise _error(graph, op, f"grouped convolution (filter depth {weights.shape[3]}, input "
-                     f"depth {x.shape[3]}) is not supported")
+        raise _error(
+            graph,
+            op,
+            f"grouped convolution (filter depth {weights.shape[3]}, input "
+            f"depth {x.shape[3]}) is not supported",
+        )
     dilation = (op.options.get("dilation_h_factor", 1), op.options.get("dilation_w_factor", 1))
     pad_h, pad_w = _padding(op, x.shape, out.shape, (weights.shape[1], weights.shape[2]), dilation)
     assert weights.quantization is not None
@@ -176,15 +197,20 @@ def _lower_conv(ctx: LayerContext, op: Op) -> LayerCode:
     declarations, quant = _quant_arrays(ctx, op, multipliers, shifts)
 
     params = ctx.symbol(op, "params")
-    fields = (f"{-x.zero_point()}, {out.zero_point()}, {op.options['stride_h']}, "
-              f"{op.options['stride_w']}, {dilation[0]}, {dilation[1]}, {pad_h}, {pad_w}")
+    fields = (
+        f"{-x.zero_point()}, {out.zero_point()}, {op.options['stride_h']}, "
+        f"{op.options['stride_w']}, {dilation[0]}, {dilation[1]}, {pad_h}, {pad_w}"
+    )
     if depthwise:
         multiplier = op.options.get("depth_multiplier") or out.shape[3] // x.shape[3]
-        declarations.append(f"static const tk_depthwise_conv_params {params} = "
-                            f"{{{fields}, {multiplier}, {_clamp(op, out)}}};\n")
+        declarations.append(
+            f"static const tk_depthwise_conv_params {params} = "
+            f"{{{fields}, {multiplier}, {_clamp(op, out)}}};\n"
+        )
     else:
-        declarations.append(f"static const tk_conv_params {params} = {{{fields}, "
-                            f"{_clamp(op, out)}}};\n")
+        declarations.append(
+            f"static const tk_conv_params {params} = {{{fields}, {_clamp(op, out)}}};\n"
+        )
     dims = {}
     for role, shape in (("input", x.shape), ("filter", weights.shape), ("output", out.shape)):
         dims[role] = ctx.symbol(op, f"{role}_dims")
@@ -192,10 +218,14 @@ def _lower_conv(ctx: LayerContext, op: Op) -> LayerCode:
 
     name = "tk_depthwise_conv2d_s8" if depthwise else "tk_conv2d_s8"
     bias_arg = ctx.symbol(op, "bias") if bias is not None else "NULL"
-    call = (f"{name}(&{params}, &{quant}, &{dims['input']}, {ctx.pointer(op.inputs[0])}, "
-            f"&{dims['filter']}, {ctx.symbol(op, 'weights')}, {bias_arg}, &{dims['output']}, "
-            f"{ctx.pointer(op.outputs[0])});")
-    check = f"{name}_check(&{params}, &{quant}, &{dims['input']}, &{dims['filter']}, &{dims['output']})"
+    call = (
+        f"{name}(&{params}, &{quant}, &{dims['input']}, {ctx.pointer(op.inputs[0])}, "
+        f"&{dims['filter']}, {ctx.symbol(op, 'weights')}, {bias_arg}, &{dims['output']}, "
+        f"{ctx.pointer(op.outputs[0])});"
+    )
+    check = (
+        f"{name}_check(&{params}, &{quant}, &{dims['input']}, &{dims['filter']}, &{dims['output']})"
+    )
     taps = weights.shape[1] * weights.shape[2] * (1 if depthwise else weights.shape[3])
     return LayerCode(declarations, call, check, arrays, _info(ctx, op, arrays, out.size * taps))
 
@@ -206,8 +236,9 @@ def _lower_fully_connected(ctx: LayerContext, op: Op) -> LayerCode:
     weights, bias, arrays = _weights(ctx, op)
     units, depth = weights.shape
     if x.size % depth != 0:
-        raise _error(graph, op, f"input of {x.size} values is not a multiple of the weight depth "
-                     f"{depth}")
+        raise _error(
+            graph, op, f"input of {x.size} values is not a multiple of the weight depth {depth}"
+        )
     batches = x.size // depth
     assert weights.quantization is not None
     scales = weights.quantization.scale
@@ -222,19 +253,26 @@ def _lower_fully_connected(ctx: LayerContext, op: Op) -> LayerCode:
         f"{-weight_zero_point}, {out.zero_point()}, {_clamp(op, out)}}};\n"
     )
     bias_arg = ctx.symbol(op, "bias") if bias is not None else "NULL"
-    call = (f"tk_fully_connected_s8(&{params}, &{quant}, {batches}, {depth}, {units}, "
-            f"{ctx.pointer(op.inputs[0])}, {ctx.symbol(op, 'weights')}, {bias_arg}, "
-            f"{ctx.pointer(op.outputs[0])});")
+    call = (
+        f"tk_fully_connected_s8(&{params}, &{quant}, {batches}, {depth}, {units}, "
+        f"{ctx.pointer(op.inputs[0])}, {ctx.symbol(op, 'weights')}, {bias_arg}, "
+        f"{ctx.pointer(op.outputs[0])});"
+    )
     check = f"tk_fully_connected_s8_check(&{params}, &{quant}, {batches}, {depth}, {units})"
-    return LayerCode(declarations, call, check, arrays, _info(ctx, op, arrays, batches * units * depth))
+    return LayerCode(
+        declarations, call, check, arrays, _info(ctx, op, arrays, batches * units * depth)
+    )
 
 
 def _lower_pool(ctx: LayerContext, op: Op) -> LayerCode:
     graph = ctx.graph
     x, out = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
     if x.scale() != out.scale() or x.zero_point() != out.zero_point():
-        raise _error(graph, op, "input and output quantization differ, which TFLM's int8 pooling "
-                     "does not allow")
+        raise _error(
+            graph,
+            op,
+            "input and output quantization differ, which TFLM's int8 pooling does not allow",
+        )
     kernel = (op.options["filter_height"], op.options["filter_width"])
     pad_h, pad_w = _padding(op, x.shape, out.shape, kernel, (1, 1))
     params = ctx.symbol(op, "params")
@@ -248,8 +286,10 @@ def _lower_pool(ctx: LayerContext, op: Op) -> LayerCode:
         dims[role] = ctx.symbol(op, f"{role}_dims")
         declarations.append(f"static const tk_dims {dims[role]} = {dims_initializer(shape)};\n")
     name = "tk_avg_pool_s8" if op.kind == "AVERAGE_POOL_2D" else "tk_max_pool_s8"
-    call = (f"{name}(&{params}, &{dims['input']}, {ctx.pointer(op.inputs[0])}, "
-            f"&{dims['output']}, {ctx.pointer(op.outputs[0])});")
+    call = (
+        f"{name}(&{params}, &{dims['input']}, {ctx.pointer(op.inputs[0])}, "
+        f"&{dims['output']}, {ctx.pointer(op.outputs[0])});"
+    )
     check = f"tk_pool_s8_check(&{params}, &{dims['input']}, &{dims['output']})"
     return LayerCode(declarations, call, check, [], _info(ctx, op, [], 0))
 
@@ -284,7 +324,8 @@ def _lower_add(ctx: LayerContext, op: Op) -> LayerCode:
     params = ctx.symbol(op, "params")
     declarations = [
         f"static const tk_add_params {params} = {{{-a.zero_point()}, {-b.zero_point()}, "
-        f"{out.zero_point()}, {p['left_shift']}, {{{p['input1_multiplier']}, {p['input1_shift']}}}, "
+        f"{out.zero_point()}, {p['left_shift']}, "
+        f"{{{p['input1_multiplier']}, {p['input1_shift']}}}, "
         f"{{{p['input2_multiplier']}, {p['input2_shift']}}}, "
         f"{{{p['output_multiplier']}, {p['output_shift']}}}, {_clamp(op, out)}}};\n"
     ]
@@ -295,8 +336,10 @@ def _lower_add(ctx: LayerContext, op: Op) -> LayerCode:
         declarations.append(f"static const int32_t {strides[role]}[4] = {{{int_list(values)}}};\n")
     dims = ctx.symbol(op, "output_dims")
     declarations.append(f"static const tk_dims {dims} = {dims_initializer(out4)};\n")
-    call = (f"tk_add_s8(&{params}, &{dims}, {strides['input1']}, {pointers[0]}, "
-            f"{strides['input2']}, {pointers[1]}, {ctx.pointer(op.outputs[0])});")
+    call = (
+        f"tk_add_s8(&{params}, &{dims}, {strides['input1']}, {pointers[0]}, "
+        f"{strides['input2']}, {pointers[1]}, {ctx.pointer(op.outputs[0])});"
+    )
     check = f"tk_add_s8_check(&{params}, &{dims}, {strides['input1']}, {strides['input2']})"
     return LayerCode(declarations, call, check, arrays, _info(ctx, op, arrays, 0))
 
@@ -305,9 +348,13 @@ def _lower_softmax(ctx: LayerContext, op: Op) -> LayerCode:
     graph = ctx.graph
     x, out = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
     if out.dtype != "int8" or out.zero_point() != -128 or out.scale() != np.float32(1.0 / 256):
-        raise _error(graph, op, f"int8 softmax output must have scale 1/256 and zero point -128, "
-                     f"got scale {out.quantization and out.scale()} and zero point "
-                     f"{out.quantization and out.zero_point()}")
+        raise _error(
+            graph,
+            op,
+            f"int8 softmax output must have scale 1/256 and zero point -128, "
+            f"got scale {out.quantization and out.scale()} and zero point "
+            f"{out.quantization and out.zero_point()}",
+        )
     depth = x.shape[-1]
     rows = x.size // depth
     try:
@@ -319,8 +366,10 @@ def _lower_softmax(ctx: LayerContext, op: Op) -> LayerCode:
         f"static const tk_softmax_params {params} = {{{p['input_multiplier']}, "
         f"{p['input_left_shift']}, {p['diff_min']}}};\n"
     ]
-    call = (f"tk_softmax_s8(&{params}, {rows}, {depth}, {ctx.pointer(op.inputs[0])}, "
-            f"{ctx.pointer(op.outputs[0])});")
+    call = (
+        f"tk_softmax_s8(&{params}, {rows}, {depth}, {ctx.pointer(op.inputs[0])}, "
+        f"{ctx.pointer(op.outputs[0])});"
+    )
     check = f"tk_softmax_s8_check(&{params}, {rows}, {depth})"
     return LayerCode(declarations, call, check, [], _info(ctx, op, [], 0))
 
@@ -329,9 +378,10 @@ def _lower_reshape(ctx: LayerContext, op: Op) -> LayerCode:
     graph = ctx.graph
     x, out = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
     if x.nbytes != out.nbytes:
-        raise _error(graph, op, f"input of {x.nbytes} bytes and output of {out.nbytes} bytes differ")
-    call = (f"memmove({ctx.pointer(op.outputs[0])}, {ctx.pointer(op.inputs[0])}, "
-            f"{x.nbytes});")
+        raise _error(
+            graph, op, f"input of {x.nbytes} bytes and output of {out.nbytes} bytes differ"
+        )
+    call = f"memmove({ctx.pointer(op.outputs[0])}, {ctx.pointer(op.inputs[0])}, {x.nbytes});"
     return LayerCode([], call, None, [], _info(ctx, op, [], 0))
 
 
@@ -340,25 +390,35 @@ def _affine(ctx: LayerContext, op: Op, tensor: Tensor) -> tuple[list[str], str]:
     scale = np.float32(tensor.scale())
     # repr of a float32 widened to float64 is exact; the f suffix rounds it
     # back to the same float32.
-    return [f"static const tk_affine {symbol} = {{{float(scale)!r}f, {tensor.zero_point()}}};\n"], symbol
+    return [
+        f"static const tk_affine {symbol} = {{{float(scale)!r}f, {tensor.zero_point()}}};\n"
+    ], symbol
 
 
 def _lower_quantize(ctx: LayerContext, op: Op) -> LayerCode:
     graph = ctx.graph
     x, out = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
     if out.dtype != "int8" or x.dtype not in ("float32", "int8"):
-        raise _error(graph, op, f"QUANTIZE from {x.dtype} to {out.dtype} is not supported; "
-                     "supported: float32 -> int8 and int8 -> int8")
+        raise _error(
+            graph,
+            op,
+            f"QUANTIZE from {x.dtype} to {out.dtype} is not supported; "
+            "supported: float32 -> int8 and int8 -> int8",
+        )
     if x.dtype == "float32":
         declarations, symbol = _affine(ctx, op, out)
-        call = (f"tk_quantize_f32_s8(&{symbol}, {x.size}, {ctx.pointer(x.index)}, "
-                f"{ctx.pointer(out.index)});")
+        call = (
+            f"tk_quantize_f32_s8(&{symbol}, {x.size}, {ctx.pointer(x.index)}, "
+            f"{ctx.pointer(out.index)});"
+        )
         return LayerCode(declarations, call, None, [], _info(ctx, op, [], 0))
     multiplier, shift = q.requantize_multiplier(x.scale(), out.scale())
     symbol = ctx.symbol(op, "quant")
     declarations = [f"static const tk_quant {symbol} = {{{multiplier}, {shift}}};\n"]
-    call = (f"tk_requantize_s8({x.zero_point()}, &{symbol}, {out.zero_point()}, {x.size}, "
-            f"{ctx.pointer(x.index)}, {ctx.pointer(out.index)});")
+    call = (
+        f"tk_requantize_s8({x.zero_point()}, &{symbol}, {out.zero_point()}, {x.size}, "
+        f"{ctx.pointer(x.index)}, {ctx.pointer(out.index)});"
+    )
     return LayerCode(declarations, call, None, [], _info(ctx, op, [], 0))
 
 
@@ -366,11 +426,17 @@ def _lower_dequantize(ctx: LayerContext, op: Op) -> LayerCode:
     graph = ctx.graph
     x, out = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
     if x.dtype != "int8" or out.dtype != "float32":
-        raise _error(graph, op, f"DEQUANTIZE from {x.dtype} to {out.dtype} is not supported; "
-                     "supported: int8 -> float32")
+        raise _error(
+            graph,
+            op,
+            f"DEQUANTIZE from {x.dtype} to {out.dtype} is not supported; "
+            "supported: int8 -> float32",
+        )
     declarations, symbol = _affine(ctx, op, x)
-    call = (f"tk_dequantize_s8_f32(&{symbol}, {x.size}, {ctx.pointer(x.index)}, "
-            f"{ctx.pointer(out.index)});")
+    call = (
+        f"tk_dequantize_s8_f32(&{symbol}, {x.size}, {ctx.pointer(x.index)}, "
+        f"{ctx.pointer(out.index)});"
+    )
     return LayerCode(declarations, call, None, [], _info(ctx, op, [], 0))
 
 
