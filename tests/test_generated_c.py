@@ -131,7 +131,7 @@ def test_cppcheck_generated(deployments: dict[str, Path], name: str) -> None:
     directory = deployments[name]
     sources = [directory / "model.c"]
     # cppcheck 2.10 needs minutes for a weight initializer of 78k values
-    # (resnet8); the weights file is plain data from one generator, so the
+    # (resnet8). The weights file is plain data from one generator, so the
     # smallest model covers it.
     if (directory / "model_weights.c").stat().st_size < 200_000:
         sources.append(directory / "model_weights.c")

@@ -1,8 +1,8 @@
 """Build generated code for the host and call it through CFFI.
 
 `build_host_library` compiles a deployed directory into a shared library
-with the host C compiler; `HostModel` loads it with CFFI in ABI mode and
-runs it from Python with numpy arrays.
+with the host C compiler. `HostModel` loads that library with CFFI in ABI
+mode and runs it from Python with numpy arrays.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ SANITIZER_FLAGS = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", 
 
 
 def csrc_dir() -> Path:
-    """The kernel library sources (`csrc/`) beside the package."""
+    """Return the kernel library sources (`csrc/`) beside the package."""
     candidate = Path(__file__).resolve().parent.parent / "csrc"
     if not (candidate / "include" / "tk_kernels.h").is_file():
         # NOTE: csrc/ is found only in a source checkout or an editable
@@ -38,7 +38,7 @@ def csrc_dir() -> Path:
 
 
 def compiler() -> str:
-    """The host C compiler: $CC, else cc or gcc on the PATH."""
+    """Find the host C compiler: $CC, else cc or gcc on the PATH."""
     for name in (os.environ.get("CC"), "cc", "gcc"):
         if name and shutil.which(name):
             return name
@@ -48,7 +48,7 @@ def compiler() -> str:
 
 
 def source_files(project: Path, prefix: str = "model") -> list[Path]:
-    """The C files of a deployed directory: the model and its kernels."""
+    """List the C files of a deployed directory: the model and its kernels."""
     files = [project / f"{prefix}.c", project / f"{prefix}_weights.c"]
     files += sorted((project / "kernels" / "src").glob("*.c"))
     missing = [str(f) for f in files if not f.is_file()]
@@ -79,7 +79,7 @@ def build_host_library(
 
 
 def example_runner_source() -> Path:
-    """The Linux example program that runs a model on input files."""
+    """Return the path of the Linux example program that runs a model on input files."""
     return Path(__file__).resolve().parent.parent / "firmware_examples" / "linux" / "main.c"
 
 
@@ -194,7 +194,7 @@ class HostModel:
             size = self._call("input_bytes", index)
             if size != array.nbytes:
                 raise ToolkitError(
-                    f"input {index} ('{spec.name}') holds {size} bytes, got {array.nbytes}"
+                    f"input {index} ('{spec.name}') has {size} bytes, got {array.nbytes}"
                 )
             self._ffi.memmove(self._call("input", index), array.tobytes(), size)
 

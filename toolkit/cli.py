@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     deploy.add_argument("model", help=".tflite (int8), .keras or .h5 file, or SavedModel directory")
     deploy.add_argument(
-        "--out", required=True, help="output directory (replaced if it holds an earlier deploy)"
+        "--out", required=True, help="output directory (replaced if it contains an earlier deploy)"
     )
     deploy.add_argument("--target", default="host", help="build target (default: host)")
     deploy.add_argument(

@@ -70,7 +70,7 @@ clean:
 
 @dataclass
 class DeployResult:
-    """What `deploy` wrote, and the report it printed."""
+    """The output directory, report and graph of one deploy."""
 
     out_dir: Path
     report: dict[str, Any]
@@ -81,7 +81,7 @@ class DeployResult:
 
 
 def tensor_spec(tensor: Tensor) -> dict[str, Any]:
-    """The JSON description of a model input or output."""
+    """Describe a model input or output for report.json."""
     spec: dict[str, Any] = {
         "name": tensor.name,
         "tensor_index": tensor.index,
@@ -146,7 +146,7 @@ def _prepare_output(out: Path) -> None:
         raise ToolkitError(f"{out}: exists and is not a directory; choose another --out")
     if out.is_dir() and any(out.iterdir()) and not (out / "report.json").is_file():
         raise ToolkitError(
-            f"{out}: directory exists, is not empty and holds no toolkit report.json; choose "
+            f"{out}: directory exists, is not empty and contains no toolkit report.json; choose "
             "an empty or new --out directory"
         )
 
@@ -189,7 +189,7 @@ def deploy(
     Args:
       model: a `.tflite` path or flatbuffer bytes (full-integer int8), a
         `.keras`/`.h5` path, a SavedModel directory, or a `keras.Model`.
-      out: output directory; replaced if it holds an earlier deploy.
+      out: output directory, replaced if it contains an earlier deploy.
       target: "host" (a shared library for the build machine).
       calibration: representative inputs for a float model: an array, or a
         `.npy`/`.npz` path. Random inputs, with a warning, when omitted.

@@ -1,9 +1,10 @@
 """Memory planning: place every activation tensor at an offset in one arena.
 
-Algorithm: compute each tensor's lifetime (the op that writes it to the last
-op that reads it; model inputs live from the start, outputs to the end),
-then place buffers in order of decreasing size, each at the lowest aligned
-offset that does not overlap a placed buffer with an intersecting lifetime.
+Algorithm: compute each tensor's lifetime, from the op that writes it to the
+last op that reads it. Model inputs live from the start and outputs to the
+end. Then place buffers in order of decreasing size, each at the lowest
+aligned offset that does not overlap a placed buffer whose lifetime
+intersects its own.
 This greedy first-fit is the strategy of TFLM's GreedyMemoryPlanner; it is
 O(n^2) in the tensor count and not optimal in general, but close on the
 chain-like graphs of small models.
@@ -42,8 +43,8 @@ class MemoryPlan:
     aliased_reshapes: set[int] = field(default_factory=set)
 
     def peak_live_bytes(self) -> int:
-        """The maximum, over ops, of the bytes live at that op: a lower bound on
-        any arena for this graph."""
+        """Compute the maximum, over ops, of the bytes live at that op: a lower
+        bound on any arena for this graph."""
         if not self.buffers:
             return 0
         last = max(buffer.last_op for buffer in self.buffers)

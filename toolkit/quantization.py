@@ -76,8 +76,9 @@ def fully_connected_multipliers(
 
 
 def activation_range(activation: int, scale: float, zero_point: int) -> tuple[int, int]:
-    """The int8 output clamp of a fused activation. The bounds are quantized
-    with a float32 division and rounded half away from zero, as TFLM does."""
+    """Compute the int8 output clamp of a fused activation. The bounds are
+    quantized with a float32 division and rounded half away from zero, as
+    TFLM does."""
 
     def quantize(value: float) -> int:
         quotient = np.float32(np.float32(value) / np.float32(scale))
@@ -122,9 +123,9 @@ SOFTMAX_DIFF_INTEGER_BITS = 5
 
 
 def softmax_parameters(beta: float, input_scale: float) -> dict[str, int]:
-    """SOFTMAX factors: the input difference scale beta * scale is brought to
-    a fixed-point number with 5 integer bits; differences below diff_min
-    underflow exp() and give probability 0."""
+    """Compute the SOFTMAX factors. They bring the input difference scale
+    beta * scale to a fixed-point number with 5 integer bits. Differences
+    below diff_min underflow exp() and give probability 0."""
     integer_bits = SOFTMAX_DIFF_INTEGER_BITS
     real = min(
         float(np.float32(beta)) * float(np.float32(input_scale)) * (1 << (31 - integer_bits)),

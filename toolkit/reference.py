@@ -31,8 +31,8 @@ def _runtime() -> Any:
 
 
 def make_interpreter(model: bytes, preserve_all_tensors: bool = False) -> Any:
-    """A TFLM interpreter for `model`. With `preserve_all_tensors`, every
-    intermediate tensor stays readable after invoke (no arena reuse)."""
+    """Create a TFLM interpreter for `model`. With `preserve_all_tensors`,
+    every intermediate tensor stays readable after invoke (no arena reuse)."""
     runtime = _runtime()
     config = (
         runtime.InterpreterConfig.kPreserveAllTensors

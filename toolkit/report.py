@@ -15,7 +15,7 @@ def _bytes(value: int | None) -> str:
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> str:
-    """A plain-text table; columns in `right` are right-aligned."""
+    """Format a plain-text table whose columns in `right` are right-aligned."""
     widths = [len(h) for h in headers]
     for row in rows:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
@@ -32,7 +32,7 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: s
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """The human-readable summary printed by `toolkit deploy`."""
+    """Format the human-readable summary that `toolkit deploy` prints."""
     tflm = report.get("tflm_arena") or {}
     lines = [
         f"model:   {report['source']}",

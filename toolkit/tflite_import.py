@@ -190,7 +190,7 @@ def _read_tensor(model: Any, entry: Any, index: int, data: bytes, source: str) -
             expected = int(np.prod(shape)) * np.dtype(_NUMPY_TYPES[dtype]).itemsize
             if len(raw) != expected:
                 raise ToolkitError(
-                    f"{source}: constant tensor '{name}' holds {len(raw)} bytes but its shape "
+                    f"{source}: constant tensor '{name}' has {len(raw)} bytes but its shape "
                     f"{list(shape)} of {dtype} needs {expected}; the file is corrupt"
                 )
             constant = np.frombuffer(raw, dtype=_NUMPY_TYPES[dtype]).reshape(shape).copy()

@@ -110,7 +110,7 @@ def prepare_inputs(
     """Turn user data into per-sample input lists.
 
     `data` is an array, a `.npy` path, or a `.npz` path (one array per model
-    input, in order). Each array holds N samples shaped like the input, with
+    input, in order). Each array contains N samples shaped like the input, with
     or without its batch dimension of 1. Float data for an int8 input is
     quantized with the input's scale and zero point.
     """

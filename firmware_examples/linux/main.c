@@ -3,10 +3,10 @@
  * computer) from files.
  *
  * Usage: model_runner INPUT.bin OUTPUT.bin
- * INPUT.bin holds the raw bytes of every model input, one after another in
+ * INPUT.bin contains the raw bytes of every model input, one after another in
  * input order (MODEL_INPUTn_BYTES each); OUTPUT.bin receives the raw bytes
  * of every output the same way. Several inferences run back to back when
- * INPUT.bin holds several such records. Exit status 0 on success, 1 on a
+ * INPUT.bin contains several such records. Exit status 0 on success, 1 on a
  * usage or I/O error, 2 when the model's parameter check fails.
  *
  * Build it with a deployed directory DIR: compile this file, DIR/model.c,

@@ -60,7 +60,7 @@ def check_identifier(name: str) -> str:
 
 
 def c_type(dtype: str) -> str:
-    """The C element type of a tensor type."""
+    """Return the C element type of a tensor type."""
     try:
         return _C_TYPES[dtype]
     except KeyError:
@@ -82,7 +82,7 @@ def int_list(values: Iterable[int], per_line: int = 16, indent: str = "    ") ->
 def array_definition(
     name: str, dtype: str, values: np.ndarray, static: bool = False, section: str = ""
 ) -> str:
-    """A `const` array definition holding `values` flattened in C order.
+    """Write a `const` array definition of `values`, flattened in C order.
 
     The values are written as decimal integers, so the text does not depend
     on the host's byte order.
@@ -96,7 +96,7 @@ def array_definition(
 
 
 def dims_initializer(shape: Sequence[int]) -> str:
-    """A tk_dims initializer from a shape of rank 1 to 4 (left-padded with 1)."""
+    """Write a tk_dims initializer for a shape of rank 1 to 4 (left-padded with 1)."""
     padded = [1] * (4 - len(shape)) + [int(d) for d in shape]
     if len(padded) != 4:
         raise ValueError(f"shape {list(shape)} has more than 4 dimensions")

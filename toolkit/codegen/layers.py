@@ -56,8 +56,8 @@ class LayerCode:
 
 
 class LayerContext:
-    """What a lowering function needs: the graph, the tensor pointers and the
-    symbol prefix."""
+    """Inputs of every lowering function: the graph, the tensor pointers and
+    the symbol prefix."""
 
     def __init__(self, graph: Graph, tensor_pointer: Callable[[int, str], str], prefix: str):
         self.graph = graph
@@ -141,6 +141,14 @@ def _check_activation_quantization(ctx: LayerContext, op: Op) -> None:
         tensor = ctx.graph.tensors[index]
         if tensor.is_constant:
             continue
+        if tensor.dtype != "int8":
+            raise _error(
+                ctx.graph,
+                op,
+                f"tensor '{tensor.name}' has type {tensor.dtype}; the kernels take int8 "
+                "activations (int16 activations and uint8 models are not supported), so "
+                "convert with full-integer int8 quantization",
+            )
         if tensor.dtype == "int8" and (
             tensor.quantization is None or tensor.quantization.per_channel
         ):

@@ -2,10 +2,10 @@
 
 The data set (1,797 real 8x8 grey-level images of the digits 0..9, from the
 UCI optical recognition data) ships inside scikit-learn, so the example runs
-offline. It trains the CNN in Keras, deploys it as int8 C code, and reports
-the test accuracy of the float Keras model, of the int8 TFLite model run by
-TensorFlow Lite Micro, and of the generated C code run on the host; the last
-two must give identical outputs on every test sample.
+offline. It trains the CNN in Keras and deploys it as int8 C code. It then
+reports the test accuracy of the float Keras model, of the int8 TFLite model
+run by TensorFlow Lite Micro, and of the generated C code run on the host.
+The last two must give identical outputs on every test sample.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def load_digits_data(seed: int = 0, test_fraction: float = 0.25) -> DigitsData:
 
 
 def build_model(filters: int = 16) -> Any:
-    """The example CNN: two 3x3 convolutions, a max pool and a dense classifier.
+    """Build the example CNN: two 3x3 convolutions, a max pool and a dense classifier.
 
     Every layer maps to an op that the toolkit has a kernel for.
     """
