@@ -119,6 +119,14 @@ typedef struct {
 } tk_softmax_params;
 
 typedef struct { float scale; int32_t zero_point; } tk_affine;
+typedef struct {
+  const int8_t *table;
+  const uint8_t *indices;
+  int32_t bits;
+  int32_t table_size;
+  int32_t table_stride;
+  int32_t row_bytes;
+} tk_codebook;
 
 int32_t tk_requantize(int32_t x, int32_t multiplier, int32_t shift);
 
@@ -171,6 +179,23 @@ void tk_requantize_s8(int32_t input_zero_point, const tk_quant *quant, int32_t o
                       int32_t size, const int8_t *input, int8_t *output);
 void tk_dequantize_s8_f32(const tk_affine *input_quant, int32_t size, const int8_t *input,
                           float *output);
+
+tk_status tk_codebook_check(const tk_codebook *codebook, int32_t rows, int32_t row_length);
+void tk_conv2d_codebook_s8(const tk_conv_params *params, const tk_quant_per_channel *quant,
+                           const tk_dims *input_dims, const int8_t *input,
+                           const tk_dims *filter_dims, const tk_codebook *filter,
+                           const int32_t *bias, const tk_dims *output_dims, int8_t *output);
+void tk_depthwise_conv2d_codebook_s8(const tk_depthwise_conv_params *params,
+                                     const tk_quant_per_channel *quant,
+                                     const tk_dims *input_dims, const int8_t *input,
+                                     const tk_dims *filter_dims, const tk_codebook *filter,
+                                     const int32_t *bias, const tk_dims *output_dims,
+                                     int8_t *output);
+void tk_fully_connected_codebook_s8(const tk_fully_connected_params *params,
+                                    const tk_quant_per_channel *quant, int32_t batches,
+                                    int32_t depth, int32_t units, const int8_t *input,
+                                    const tk_codebook *filter, const int32_t *bias,
+                                    int8_t *output);
 
 void *malloc(size_t size);
 void free(void *pointer);
@@ -774,4 +799,152 @@ class KernelLibrary:
             "float",
             np.float32,
             input.shape,
+        )
+
+    # Codebook variants (weights as b-bit indices into int8 tables).
+
+    def codebook(self, packed: Any) -> tuple[Any, ...]:
+        """Build a tk_codebook from a toolkit.pack.CodebookTensor, with its
+        table and index arrays in malloc blocks of exactly their size."""
+        table = self._input("int8_t", packed.tables, np.int8)
+        indices = self._input("uint8_t", packed.indices, np.uint8)
+        descriptor = self.ffi.new(
+            "tk_codebook *",
+            {
+                "table": table,
+                "indices": indices,
+                "bits": packed.bits,
+                "table_size": packed.table_size,
+                "table_stride": 0 if packed.shared_table else packed.table_size,
+                "row_bytes": packed.row_bytes,
+            },
+        )
+        return descriptor, table, indices
+
+    def codebook_check(self, packed: Any, rows: int, row_length: int) -> int:
+        descriptor, *_ = self.codebook(packed)
+        return int(self.lib.tk_codebook_check(descriptor, rows, row_length))
+
+    def conv2d_codebook(
+        self,
+        input: np.ndarray,
+        packed: Any,
+        filter_shape: Shape,
+        bias: np.ndarray | None,
+        *,
+        output_size: Pair,
+        **params: Any,
+    ) -> np.ndarray:
+        """Run tk_conv2d_codebook_s8 with the rows of `packed` as the filter
+        [c_out, kh, kw, c_in]; parameters as conv2d."""
+        output_shape = (input.shape[0], *output_size, filter_shape[0])
+        conv_params, (quant, *_) = self._conv_arguments(**params)
+        input_dims = self.ffi.new("tk_dims *", _dims(input.shape))
+        filter_dims = self.ffi.new("tk_dims *", _dims(filter_shape))
+        output_dims = self.ffi.new("tk_dims *", _dims(output_shape))
+        descriptor, *_arrays = self.codebook(packed)
+        status = self.lib.tk_conv2d_s8_check(
+            conv_params, quant, input_dims, filter_dims, output_dims
+        )
+        self._require_ok(status, "tk_conv2d_s8_check")
+        row_length = int(np.prod(filter_shape[1:]))
+        status = self.lib.tk_codebook_check(descriptor, filter_shape[0], row_length)
+        self._require_ok(status, "tk_codebook_check")
+
+        input_buffer = self._input("int8_t", input, np.int8)
+        bias_buffer = self._optional_bias(bias)
+        return self._run_guarded(
+            lambda output: self.lib.tk_conv2d_codebook_s8(
+                conv_params,
+                quant,
+                input_dims,
+                input_buffer,
+                filter_dims,
+                descriptor,
+                bias_buffer,
+                output_dims,
+                output,
+            ),
+            "int8_t",
+            np.int8,
+            output_shape,
+        )
+
+    def depthwise_conv2d_codebook(
+        self,
+        input: np.ndarray,
+        packed: Any,
+        filter_shape: Shape,
+        bias: np.ndarray | None,
+        *,
+        output_size: Pair,
+        **params: Any,
+    ) -> np.ndarray:
+        """Run tk_depthwise_conv2d_codebook_s8 with one row of `packed` per
+        output channel (kh*kw indices); parameters as depthwise_conv2d."""
+        output_shape = (input.shape[0], *output_size, filter_shape[3])
+        dw_params, (quant, *_) = self._depthwise_arguments(**params)
+        input_dims = self.ffi.new("tk_dims *", _dims(input.shape))
+        filter_dims = self.ffi.new("tk_dims *", _dims(filter_shape))
+        output_dims = self.ffi.new("tk_dims *", _dims(output_shape))
+        descriptor, *_arrays = self.codebook(packed)
+        status = self.lib.tk_depthwise_conv2d_s8_check(
+            dw_params, quant, input_dims, filter_dims, output_dims
+        )
+        self._require_ok(status, "tk_depthwise_conv2d_s8_check")
+        status = self.lib.tk_codebook_check(
+            descriptor, filter_shape[3], filter_shape[1] * filter_shape[2]
+        )
+        self._require_ok(status, "tk_codebook_check")
+
+        input_buffer = self._input("int8_t", input, np.int8)
+        bias_buffer = self._optional_bias(bias)
+        return self._run_guarded(
+            lambda output: self.lib.tk_depthwise_conv2d_codebook_s8(
+                dw_params,
+                quant,
+                input_dims,
+                input_buffer,
+                filter_dims,
+                descriptor,
+                bias_buffer,
+                output_dims,
+                output,
+            ),
+            "int8_t",
+            np.int8,
+            output_shape,
+        )
+
+    def fully_connected_codebook(
+        self, input: np.ndarray, packed: Any, bias: np.ndarray | None, **params: Any
+    ) -> np.ndarray:
+        """Run tk_fully_connected_codebook_s8 with the rows of `packed` as the
+        weights [units, depth]; parameters as fully_connected."""
+        batches, depth = input.shape
+        units = packed.indices.shape[0]
+        fc_params, (quant, *_) = self._fully_connected_arguments(**params)
+        descriptor, *_arrays = self.codebook(packed)
+        status = self.lib.tk_fully_connected_s8_check(fc_params, quant, batches, depth, units)
+        self._require_ok(status, "tk_fully_connected_s8_check")
+        status = self.lib.tk_codebook_check(descriptor, units, depth)
+        self._require_ok(status, "tk_codebook_check")
+
+        input_buffer = self._input("int8_t", input, np.int8)
+        bias_buffer = self._optional_bias(bias)
+        return self._run_guarded(
+            lambda output: self.lib.tk_fully_connected_codebook_s8(
+                fc_params,
+                quant,
+                batches,
+                depth,
+                units,
+                input_buffer,
+                descriptor,
+                bias_buffer,
+                output,
+            ),
+            "int8_t",
+            np.int8,
+            (batches, units),
         )

@@ -23,7 +23,7 @@ from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from tests import tflm_reference as reference
-from tests.kernel_library import KernelLibrary, build_kernel_library
+from tests.kernel_library import KernelLibrary
 from toolkit import quantization
 
 TK_OK = 0
@@ -44,12 +44,6 @@ def max_examples(count: int) -> int:
 # derandomize makes every run draw the same examples, so CI is reproducible.
 # Without a database, no earlier failure is replayed first.
 PROPERTY_SETTINGS: dict[str, Any] = {"deadline": None, "derandomize": True, "database": None}
-
-
-@pytest.fixture(scope="session")
-def kernels(tmp_path_factory: pytest.TempPathFactory) -> KernelLibrary:
-    sanitize = os.environ.get("TOOLKIT_SANITIZE") == "1"
-    return build_kernel_library(tmp_path_factory.mktemp("tk_kernels"), sanitize=sanitize)
 
 
 # Strategies: scales and fixed-point factors.

@@ -23,7 +23,10 @@ import pytest
 from tests.kernel_library import CFLAGS, SANITIZE_FLAGS
 
 REPOSITORY = Path(__file__).resolve().parent.parent
-KERNEL_TESTS = Path(__file__).resolve().parent / "test_kernels.py"
+KERNEL_TESTS = [
+    Path(__file__).resolve().parent / "test_kernels.py",
+    Path(__file__).resolve().parent / "test_codebook_kernels.py",
+]
 
 # Maximum examples per property test in the sanitized run, fewer than in the
 # plain run because ASan and UBSan make each kernel call several times slower.
@@ -144,7 +147,7 @@ def test_kernels_pass_under_sanitizers() -> None:
         sys.executable,
         "-m",
         "pytest",
-        str(KERNEL_TESTS),
+        *map(str, KERNEL_TESTS),
         "-v",
         "-p",
         "no:cacheprovider",

@@ -1,4 +1,4 @@
-"""Compress Keras models and deploy them as int8 C code, bit-exact with TFLite Micro."""
+"""Deploy Keras and TFLite models as int8 C code, bit-exact with TFLite Micro."""
 
 from toolkit.errors import ToolkitError
 

@@ -21,6 +21,9 @@ def _deploy(args: argparse.Namespace) -> int:
         calibration=args.calibration,
         io_type=args.io_type,
         prefix=args.prefix,
+        cluster=args.cluster,
+        compression_config=args.compression_config,
+        weight_format=args.weight_format,
     )
     print(result.summary())
     return 0
@@ -51,7 +54,7 @@ def _example(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="toolkit",
-        description="Compress Keras models and deploy them as int8 C code that matches "
+        description="Deploy Keras and TFLite models as int8 C code that matches "
         "TensorFlow Lite Micro bit for bit.",
     )
     parser.add_argument("--version", action="version", version=f"toolkit {__version__}")
@@ -68,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument(
         "--out", required=True, help="output directory (replaced if it contains an earlier deploy)"
     )
-    deploy.add_argument("--target", default="host", help="build target (default: host)")
+    deploy.add_argument("--target", default="host", help="build target; supported: host (default)")
     deploy.add_argument(
         "--calibration",
         help="representative inputs for a float model: .npy or "
@@ -85,6 +88,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--prefix",
         default="model",
         help="C identifier prefix of the generated API (default: model)",
+    )
+    deploy.add_argument(
+        "--cluster",
+        type=int,
+        metavar="K",
+        help="share K values per output channel in every Dense/Conv2D/DepthwiseConv2D layer "
+        "(Deep Compression weight sharing, no fine-tuning); weights are stored as "
+        "log2(K)-bit indices",
+    )
+    deploy.add_argument(
+        "--compression-config",
+        metavar="FILE",
+        help="JSON file with per-layer settings, e.g. "
+        '{"cluster": 16, "layers": {"dense_1": {"cluster": 4}}}',
+    )
+    deploy.add_argument(
+        "--weight-format",
+        choices=("auto", "int8", "codebook"),
+        default="auto",
+        help="weight storage: the smallest format per layer (auto, default), int8 only, or "
+        "codebook wherever it fits",
     )
     deploy.set_defaults(handler=_deploy)
 

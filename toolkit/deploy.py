@@ -21,8 +21,11 @@ import numpy as np
 from toolkit import __version__
 from toolkit.build import build_host_library, compiler, csrc_dir, object_sizes
 from toolkit.codegen import generate_c
+from toolkit.codegen.layers import WEIGHT_FORMATS
+from toolkit.compression_config import CompressionSettings, load_settings
 from toolkit.errors import ToolkitError
 from toolkit.ir import Graph, Tensor
+from toolkit.pack.share import WEIGHTED_OPS, share_int8_weights
 from toolkit.planner import plan_memory
 from toolkit.report import format_report
 from toolkit.tflite_import import import_tflite
@@ -98,11 +101,83 @@ def _is_tflite_path(model: Any) -> bool:
     return isinstance(model, (str, os.PathLike)) and os.fspath(model).endswith(".tflite")
 
 
+CLUSTERABLE_KERAS_LAYERS = ("Dense", "Conv2D", "DepthwiseConv2D")
+
+
+def cluster_keras_model(model: Any, settings: CompressionSettings) -> Any:
+    """Share weights in a Keras model as `settings` say, without fine-tuning
+    (deploy has no training data), and return a plain Keras model."""
+    from toolkit.compress import cluster, strip_clustering
+
+    clusterable = [
+        layer.name for layer in model.layers if type(layer).__name__ in CLUSTERABLE_KERAS_LAYERS
+    ]
+    unknown = sorted(set(settings.layers) - set(clusterable))
+    if unknown:
+        raise ToolkitError(
+            f"compression config names layers {unknown}, which are not Dense, Conv2D or "
+            f"DepthwiseConv2D layers of model '{model.name}'; choose from {clusterable}"
+        )
+    groups = settings.groups()
+    if settings.cluster is not None:
+        rest = [name for name in clusterable if name not in settings.excluded()]
+        groups.setdefault(settings.cluster, []).extend(rest)  # type: ignore[union-attr]
+    for clusters, names in sorted(groups.items()):
+        if names:
+            model = strip_clustering(cluster(model, clusters=clusters, layers=list(names)))
+    return model
+
+
+def cluster_tflite_model(flatbuffer: bytes, source: str, settings: CompressionSettings) -> bytes:
+    """Share int8 weights of a `.tflite` model as `settings` say (post-training,
+    per output channel) and return the edited flatbuffer."""
+    graph = import_tflite(flatbuffer, source=source)
+    weighted = [op.name for op in graph.ops if op.kind in WEIGHTED_OPS]
+    unknown = sorted(set(settings.layers) - set(weighted))
+    if unknown:
+        raise ToolkitError(
+            f"{source}: compression config names layers {unknown}, which are not weighted ops; "
+            f"choose from the output tensor names {weighted}"
+        )
+    groups = settings.groups()
+    if settings.cluster is not None:
+        rest = [name for name in weighted if name not in settings.excluded()]
+        groups.setdefault(settings.cluster, []).extend(rest)  # type: ignore[union-attr]
+    for clusters, names in sorted(groups.items()):
+        if names:
+            flatbuffer = share_int8_weights(flatbuffer, graph, clusters, layers=list(names))
+            graph = import_tflite(flatbuffer, source=source)
+    return flatbuffer
+
+
 def to_tflite(
-    model: Any, calibration: Any = None, io_type: str = "int8", warnings: list[str] | None = None
+    model: Any,
+    calibration: Any = None,
+    io_type: str = "int8",
+    warnings: list[str] | None = None,
+    compression: CompressionSettings | None = None,
 ) -> tuple[bytes, str]:
     """Return (flatbuffer, source name) for a `.tflite` path, flatbuffer bytes,
-    a Keras model file or directory, or a `keras.Model`."""
+    a Keras model file or directory, or a `keras.Model`, compressed as
+    `compression` says."""
+    compression = compression or CompressionSettings()
+    flatbuffer, source = _read_or_convert(model, calibration, io_type, warnings, compression)
+    if compression.enabled and not _is_keras_input(model):
+        flatbuffer = cluster_tflite_model(flatbuffer, source, compression)
+    return flatbuffer, source
+
+
+def _is_keras_input(model: Any) -> bool:
+    return not isinstance(model, (bytes, bytearray)) and not _is_tflite_path(model)
+
+
+def _read_or_convert(
+    model: Any,
+    calibration: Any,
+    io_type: str,
+    warnings: list[str] | None,
+    compression: CompressionSettings,
+) -> tuple[bytes, str]:
     if isinstance(model, (bytes, bytearray)):
         return bytes(model), "<tflite bytes>"
     if _is_tflite_path(model):
@@ -125,6 +200,8 @@ def to_tflite(
     else:
         source = f"<keras model '{getattr(model, 'name', type(model).__name__)}'>"
         keras_model = model
+    if compression.enabled:
+        keras_model = cluster_keras_model(keras_model, compression)
     input_shape = tuple(keras_model.inputs[0].shape[1:])
     if calibration is None:
         samples = convert.random_calibration(input_shape)
@@ -183,6 +260,9 @@ def deploy(
     io_type: str = "int8",
     prefix: str = "model",
     build: bool = True,
+    cluster: int | None = None,
+    compression_config: str | os.PathLike[str] | None = None,
+    weight_format: str = "auto",
 ) -> DeployResult:
     """Convert (if needed), generate C, build for `target` and write `out`.
 
@@ -196,18 +276,31 @@ def deploy(
       io_type: "int8" or "float32" model inputs and outputs (Keras models).
       prefix: C identifier prefix of the generated API.
       build: compile the sources once to check them and measure code size.
+      cluster: shared values per output channel for every weighted layer
+        (Deep Compression weight sharing, without fine-tuning). A Keras
+        model is clustered before conversion, an int8 `.tflite` model on its
+        int8 weights.
+      compression_config: JSON file with per-layer settings; `cluster`
+        overrides its default.
+      weight_format: "auto" (the smallest format per layer), "int8" or
+        "codebook".
 
     Nothing is written to `out` unless every step succeeds.
     """
     if target not in TARGETS:
         raise ToolkitError(f"unknown target '{target}'; supported targets: {', '.join(TARGETS)}")
+    if weight_format not in WEIGHT_FORMATS:
+        raise ToolkitError(
+            f"unknown weight format '{weight_format}'; supported: {', '.join(WEIGHT_FORMATS)}"
+        )
     out = Path(out)
     _prepare_output(out)
+    settings = load_settings(compression_config, cluster)
     warnings: list[str] = []
-    flatbuffer, source = to_tflite(model, calibration, io_type, warnings)
+    flatbuffer, source = to_tflite(model, calibration, io_type, warnings, settings)
     graph = import_tflite(flatbuffer, source=source)
     plan = plan_memory(graph)
-    sources = generate_c(graph, plan, prefix)
+    sources = generate_c(graph, plan, prefix, weight_format)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -235,6 +328,10 @@ def deploy(
             "inputs": [tensor_spec(graph.tensors[i]) for i in graph.inputs],
             "outputs": [tensor_spec(graph.tensors[i]) for i in graph.outputs],
             "weight_bytes": sources.weight_bytes,
+            "int8_weight_bytes": sum(info.int8_weight_bytes for info in sources.layers),
+            "packed_weight_bytes": sum(
+                info.codebook_bytes + info.index_bytes for info in sources.layers
+            ),
             "tflite_bytes": len(flatbuffer),
             "code_bytes": code_bytes,
             "code_bytes_note": f".text of model and kernels built by {compiler()} -O2 for the host",
@@ -253,6 +350,10 @@ def deploy(
                     "macs": info.macs,
                     "weight_bytes": info.weight_bytes,
                     "format": info.weight_format,
+                    "int8_weight_bytes": info.int8_weight_bytes,
+                    "bits_per_weight": round(info.bits_per_weight, 3),
+                    "codebook_bytes": info.codebook_bytes,
+                    "index_bytes": info.index_bytes,
                 }
                 for info in sources.layers
             ],

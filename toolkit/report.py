@@ -47,9 +47,47 @@ def format_report(report: dict[str, Any]) -> str:
         f"activations; live-tensor lower bound {_bytes(report['peak_live_bytes'])})",
         "",
     ]
-    headers = ["#", "op", "input", "output", "params", "MACs", "weight bytes", "format"]
+    int8_bytes = report.get("int8_weight_bytes", 0)
+    if int8_bytes:
+        packed = report["packed_weight_bytes"]
+        lines.insert(
+            4,
+            f"         {packed:,} bytes of weights against {int8_bytes:,} at int8 "
+            f"({packed / int8_bytes:.3f}x; biases not counted)",
+        )
+    lines.append(format_table(*_layer_table(report)))
+    for warning in report.get("warnings", []):
+        lines.append(f"warning: {warning}")
+    return "\n".join(lines)
+
+
+def _layer_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]], set[int]]:
+    headers = [
+        "#",
+        "op",
+        "input",
+        "output",
+        "params",
+        "MACs",
+        "weight bytes",
+        "format",
+        "bits/weight",
+        "table",
+        "indices",
+        "vs int8",
+    ]
     rows = []
     for layer in report["layers"]:
+        int8_bytes = layer.get("int8_weight_bytes", 0)
+        packing = ["", "", "", ""]
+        if int8_bytes and layer["format"] != "int8":
+            packed = layer["codebook_bytes"] + layer["index_bytes"]
+            packing = [
+                f"{layer['bits_per_weight']:.2f}",
+                f"{layer['codebook_bytes']:,}",
+                f"{layer['index_bytes']:,}",
+                f"{packed / int8_bytes:.3f}",
+            ]
         rows.append(
             [
                 str(layer["index"]),
@@ -60,23 +98,24 @@ def format_report(report: dict[str, Any]) -> str:
                 f"{layer['macs']:,}",
                 f"{layer['weight_bytes']:,}",
                 layer["format"],
+                *packing,
             ]
         )
     total_macs = sum(layer["macs"] for layer in report["layers"])
     total_params = sum(layer["parameters"] for layer in report["layers"])
-    rows.append(
-        [
-            "",
-            "total",
-            "",
-            "",
-            f"{total_params:,}",
-            f"{total_macs:,}",
-            f"{report['weight_bytes']:,}",
-            "",
-        ]
-    )
-    lines.append(format_table(headers, rows, right={0, 4, 5, 6}))
-    for warning in report.get("warnings", []):
-        lines.append(f"warning: {warning}")
-    return "\n".join(lines)
+    total = [
+        "",
+        "total",
+        "",
+        "",
+        f"{total_params:,}",
+        f"{total_macs:,}",
+        f"{report['weight_bytes']:,}",
+        "",
+        "",
+        "",
+        "",
+        "",
+    ]
+    rows.append(total)
+    return headers, rows, {0, 4, 5, 6, 8, 9, 10, 11}

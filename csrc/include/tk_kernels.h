@@ -150,6 +150,24 @@ typedef struct {
   int32_t zero_point;
 } tk_affine;
 
+/* Weights stored as a codebook: each row (one output channel) has b-bit
+ * indices into a small table of int8 values, so the kernels look values up
+ * as they go and never expand the weights into RAM.
+ * - table: table_size int8 values per row, rows table_stride apart; a
+ *   table_stride of 0 shares one table between all rows.
+ * - indices: row_bytes bytes per row, every row starting on a byte
+ *   boundary; index i of a row occupies bits [i*bits, (i+1)*bits), counted
+ *   from the least significant bit of byte 0.
+ * - bits: 1..8; table_size: 1..2^bits. */
+typedef struct {
+  const int8_t *table;
+  const uint8_t *indices;
+  int32_t bits;
+  int32_t table_size;
+  int32_t table_stride;
+  int32_t row_bytes;
+} tk_codebook;
+
 /* Requantize a 32-bit accumulator: x * multiplier * 2^(shift - 31), rounded
  * as TFLM's MultiplyByQuantizedMultiplier (double rounding). */
 int32_t tk_requantize(int32_t x, int32_t multiplier, int32_t shift);
@@ -215,6 +233,29 @@ void tk_add_s8(const tk_add_params *params, const tk_dims *output_dims,
 tk_status tk_softmax_s8_check(const tk_softmax_params *params, int32_t rows, int32_t depth);
 void tk_softmax_s8(const tk_softmax_params *params, int32_t rows, int32_t depth,
                    const int8_t *input, int8_t *output);
+
+/* Codebook variants of CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED:
+ * the same arithmetic as the int8 kernels, with weights read through a
+ * tk_codebook. Rows are output channels: conv rows hold kh*kw*c_in indices
+ * in HWI order, depthwise rows kh*kw indices in HW order, fully connected
+ * rows `depth` indices. The checks also verify that every index is inside
+ * the table, so they read the whole index array once. */
+tk_status tk_codebook_check(const tk_codebook *codebook, int32_t rows, int32_t row_length);
+void tk_conv2d_codebook_s8(const tk_conv_params *params, const tk_quant_per_channel *quant,
+                           const tk_dims *input_dims, const int8_t *input,
+                           const tk_dims *filter_dims, const tk_codebook *filter,
+                           const int32_t *bias, const tk_dims *output_dims, int8_t *output);
+void tk_depthwise_conv2d_codebook_s8(const tk_depthwise_conv_params *params,
+                                     const tk_quant_per_channel *quant,
+                                     const tk_dims *input_dims, const int8_t *input,
+                                     const tk_dims *filter_dims, const tk_codebook *filter,
+                                     const int32_t *bias, const tk_dims *output_dims,
+                                     int8_t *output);
+void tk_fully_connected_codebook_s8(const tk_fully_connected_params *params,
+                                    const tk_quant_per_channel *quant, int32_t batches,
+                                    int32_t depth, int32_t units, const int8_t *input,
+                                    const tk_codebook *filter, const int32_t *bias,
+                                    int8_t *output);
 
 /* QUANTIZE float32 -> int8: round(x / scale) + zero_point, clamped. */
 void tk_quantize_f32_s8(const tk_affine *output_quant, int32_t size, const float *input,

@@ -41,8 +41,15 @@ def _tensor_comment(tensor: Tensor) -> str:
     return text
 
 
-def generate_c(graph: Graph, plan: MemoryPlan, prefix: str = "model") -> GeneratedSources:
-    """Lower every op and write the C sources as text."""
+def generate_c(
+    graph: Graph, plan: MemoryPlan, prefix: str = "model", weight_format: str = "auto"
+) -> GeneratedSources:
+    """Lower every op and write the C sources as text.
+
+    `weight_format` is "auto" (per layer, the smallest format that has a
+    kernel), "int8" (never pack) or "codebook" (codebook wherever every
+    channel fits in 256 values, even when larger than int8).
+    """
     check_identifier(prefix)
     upper = prefix.upper()
     arena = f"{prefix}_arena"
@@ -50,7 +57,7 @@ def generate_c(graph: Graph, plan: MemoryPlan, prefix: str = "model") -> Generat
     def pointer(index: int, ctype: str) -> str:
         return f"(({ctype} *)&{arena}[{plan.offsets[index]}])"
 
-    ctx = LayerContext(graph, pointer, prefix)
+    ctx = LayerContext(graph, pointer, prefix, weight_format)
     layers: list[LayerCode] = []
     for op in graph.ops:
         code = lower(ctx, op)
@@ -213,9 +220,9 @@ def _model_source(
 
     lines += [f"tk_status {prefix}_check(void) {{", "  tk_status status = TK_OK;", ""]
     for code in layers:
-        if code.check is not None:
+        for check in code.checks:
             lines += [
-                f"  status = {code.check};",
+                f"  status = {check};",
                 "  if (status != TK_OK) {",
                 "    return status;",
                 "  }",

@@ -49,7 +49,13 @@ _C_KEYWORDS = frozenset(
         "_Imaginary",
     ]
 )
-_C_TYPES = {"int8": "int8_t", "int32": "int32_t", "float32": "float", "int16": "int16_t"}
+_C_TYPES = {
+    "int8": "int8_t",
+    "uint8": "uint8_t",
+    "int32": "int32_t",
+    "float32": "float",
+    "int16": "int16_t",
+}
 
 
 def check_identifier(name: str) -> str:

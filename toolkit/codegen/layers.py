@@ -12,6 +12,7 @@ from toolkit import quantization as q
 from toolkit.codegen.c_writer import c_type, comment_text, dims_initializer, int_list
 from toolkit.errors import ToolkitError
 from toolkit.ir import Graph, Op, Tensor
+from toolkit.pack import find_codebook
 
 PADDING_SAME = 0
 
@@ -42,6 +43,10 @@ class LayerInfo:
     macs: int = 0
     weight_bytes: int = 0
     weight_format: str = "-"
+    int8_weight_bytes: int = 0
+    bits_per_weight: float = 0.0
+    codebook_bytes: int = 0
+    index_bytes: int = 0
 
 
 @dataclass
@@ -50,7 +55,7 @@ class LayerCode:
 
     declarations: list[str]
     call: str
-    check: str | None
+    checks: list[str]
     weights: list[WeightArray] = field(default_factory=list)
     info: LayerInfo | None = None
 
@@ -59,10 +64,17 @@ class LayerContext:
     """Inputs of every lowering function: the graph, the tensor pointers and
     the symbol prefix."""
 
-    def __init__(self, graph: Graph, tensor_pointer: Callable[[int, str], str], prefix: str):
+    def __init__(
+        self,
+        graph: Graph,
+        tensor_pointer: Callable[[int, str], str],
+        prefix: str,
+        weight_format: str = "auto",
+    ):
         self.graph = graph
         self.tensor_pointer = tensor_pointer
         self.prefix = prefix
+        self.weight_format = weight_format
 
     def symbol(self, op: Op, name: str) -> str:
         return f"{self.prefix}_l{op.index}_{name}"
@@ -122,16 +134,88 @@ def _padding(
     return pad_h, pad_w
 
 
-def _weights(ctx: LayerContext, op: Op) -> tuple[Tensor, Tensor | None, list[WeightArray]]:
+WEIGHT_FORMATS = ("auto", "int8", "codebook")
+
+
+@dataclass
+class PackedWeights:
+    """The weight and bias arrays of one layer and how the kernel reads them."""
+
+    weights: Tensor
+    bias: Tensor | None
+    arrays: list[WeightArray]
+    filter_argument: str
+    kernel_suffix: str
+    declarations: list[str]
+    checks: list[str]
+    stats: dict[str, float | int | str]
+
+
+def _pack_weights(ctx: LayerContext, op: Op, rows: np.ndarray) -> PackedWeights:
+    """Choose int8 or codebook storage for the weights, viewed as one row of
+    int8 values per output channel, and add the int32 bias."""
     weights = ctx.graph.tensors[op.inputs[1]]
     assert weights.data is not None
-    arrays = [WeightArray(ctx.symbol(op, "weights"), "int8", weights.data.astype(np.int8))]
     bias = None
+    bias_arrays = []
     if len(op.inputs) > 2 and op.inputs[2] >= 0:
         bias = ctx.graph.tensors[op.inputs[2]]
         assert bias.data is not None
-        arrays.append(WeightArray(ctx.symbol(op, "bias"), "int32", bias.data.astype(np.int32)))
-    return weights, bias, arrays
+        bias_arrays.append(WeightArray(ctx.symbol(op, "bias"), "int32", bias.data.astype(np.int32)))
+
+    int8_bytes = int(rows.size)
+    codebook = None
+    if ctx.weight_format in ("auto", "codebook"):
+        codebook = find_codebook(rows)
+        if codebook is not None and ctx.weight_format == "auto" and codebook.nbytes >= int8_bytes:
+            codebook = None
+    if codebook is None:
+        symbol = ctx.symbol(op, "weights")
+        return PackedWeights(
+            weights,
+            bias,
+            [WeightArray(symbol, "int8", weights.data.astype(np.int8)), *bias_arrays],
+            symbol,
+            "s8",
+            [],
+            [],
+            {
+                "format": "int8",
+                "bits": 8.0,
+                "int8_bytes": int8_bytes,
+                "codebook_bytes": 0,
+                "index_bytes": int8_bytes,
+            },
+        )
+
+    table = ctx.symbol(op, "table")
+    indices = ctx.symbol(op, "indices")
+    descriptor = ctx.symbol(op, "codebook")
+    stride = 0 if codebook.shared_table else codebook.table_size
+    declaration = (
+        f"static const tk_codebook {descriptor} = {{{table}, {indices}, {codebook.bits}, "
+        f"{codebook.table_size}, {stride}, {codebook.row_bytes}}};\n"
+    )
+    return PackedWeights(
+        weights,
+        bias,
+        [
+            WeightArray(table, "int8", codebook.tables),
+            WeightArray(indices, "uint8", codebook.indices),
+            *bias_arrays,
+        ],
+        f"&{descriptor}",
+        "codebook_s8",
+        [declaration],
+        [f"tk_codebook_check(&{descriptor}, {rows.shape[0]}, {rows.shape[1]})"],
+        {
+            "format": f"codebook {codebook.bits}-bit",
+            "bits": 8.0 * codebook.nbytes / rows.size,
+            "int8_bytes": int8_bytes,
+            "codebook_bytes": codebook.table_bytes,
+            "index_bytes": codebook.index_bytes,
+        },
+    )
 
 
 def _check_activation_quantization(ctx: LayerContext, op: Op) -> None:
@@ -159,31 +243,54 @@ def _check_activation_quantization(ctx: LayerContext, op: Op) -> None:
             )
 
 
-def _info(ctx: LayerContext, op: Op, arrays: list[WeightArray], macs: int) -> LayerInfo:
+def _info(
+    ctx: LayerContext,
+    op: Op,
+    macs: int,
+    packed: PackedWeights | None = None,
+    constants: list[WeightArray] | None = None,
+) -> LayerInfo:
     graph = ctx.graph
     inputs = [
         list(graph.tensors[i].shape)
         for i in op.inputs
         if i >= 0 and not graph.tensors[i].is_constant
     ]
-    return LayerInfo(
+    info = LayerInfo(
         index=op.index,
         op=op.kind,
         name=op.name,
         input_shapes=inputs,
         output_shape=list(graph.tensors[op.outputs[0]].shape),
-        parameters=sum(int(a.values.size) for a in arrays),
         macs=macs,
-        weight_bytes=sum(a.nbytes for a in arrays),
-        weight_format="int8" if arrays else "-",
     )
+    if constants:
+        info.parameters = sum(int(a.values.size) for a in constants)
+        info.weight_bytes = sum(a.nbytes for a in constants)
+        info.weight_format = "int8"
+    if packed is not None:
+        info.parameters = packed.weights.size + (packed.bias.size if packed.bias else 0)
+        info.weight_bytes = sum(a.nbytes for a in packed.arrays)
+        info.weight_format = str(packed.stats["format"])
+        info.int8_weight_bytes = int(packed.stats["int8_bytes"])
+        info.bits_per_weight = float(packed.stats["bits"])
+        info.codebook_bytes = int(packed.stats["codebook_bytes"])
+        info.index_bytes = int(packed.stats["index_bytes"])
+    return info
 
 
 def _lower_conv(ctx: LayerContext, op: Op) -> LayerCode:
     graph = ctx.graph
     x, out = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
-    weights, bias, arrays = _weights(ctx, op)
+    weights = graph.tensors[op.inputs[1]]
+    assert weights.data is not None
     depthwise = op.kind == "DEPTHWISE_CONV_2D"
+    if depthwise:
+        # Depthwise filters are 1HWC: one row per output channel is a column.
+        rows = weights.data.reshape(-1, weights.shape[3]).T
+    else:
+        rows = weights.data.reshape(weights.shape[0], -1)
+    packed = _pack_weights(ctx, op, np.ascontiguousarray(rows))
     if len(x.shape) != 4 or len(out.shape) != 4:
         raise _error(
             graph, op, f"expected 4-D input and output, got {list(x.shape)} and {list(out.shape)}"
@@ -203,6 +310,7 @@ def _lower_conv(ctx: LayerContext, op: Op) -> LayerCode:
         scales = np.repeat(scales, out.shape[3])
     multipliers, shifts = q.conv_multipliers(x.scale(), scales, out.scale())
     declarations, quant = _quant_arrays(ctx, op, multipliers, shifts)
+    declarations += packed.declarations
 
     params = ctx.symbol(op, "params")
     fields = (
@@ -224,24 +332,33 @@ def _lower_conv(ctx: LayerContext, op: Op) -> LayerCode:
         dims[role] = ctx.symbol(op, f"{role}_dims")
         declarations.append(f"static const tk_dims {dims[role]} = {dims_initializer(shape)};\n")
 
-    name = "tk_depthwise_conv2d_s8" if depthwise else "tk_conv2d_s8"
-    bias_arg = ctx.symbol(op, "bias") if bias is not None else "NULL"
+    name = "tk_depthwise_conv2d" if depthwise else "tk_conv2d"
+    bias_arg = ctx.symbol(op, "bias") if packed.bias is not None else "NULL"
     call = (
-        f"{name}(&{params}, &{quant}, &{dims['input']}, {ctx.pointer(op.inputs[0])}, "
-        f"&{dims['filter']}, {ctx.symbol(op, 'weights')}, {bias_arg}, &{dims['output']}, "
-        f"{ctx.pointer(op.outputs[0])});"
+        f"{name}_{packed.kernel_suffix}(&{params}, &{quant}, &{dims['input']}, "
+        f"{ctx.pointer(op.inputs[0])}, &{dims['filter']}, {packed.filter_argument}, {bias_arg}, "
+        f"&{dims['output']}, {ctx.pointer(op.outputs[0])});"
     )
     check = (
-        f"{name}_check(&{params}, &{quant}, &{dims['input']}, &{dims['filter']}, &{dims['output']})"
+        f"{name}_s8_check(&{params}, &{quant}, &{dims['input']}, &{dims['filter']}, "
+        f"&{dims['output']})"
     )
     taps = weights.shape[1] * weights.shape[2] * (1 if depthwise else weights.shape[3])
-    return LayerCode(declarations, call, check, arrays, _info(ctx, op, arrays, out.size * taps))
+    return LayerCode(
+        declarations,
+        call,
+        [check, *packed.checks],
+        packed.arrays,
+        _info(ctx, op, out.size * taps, packed),
+    )
 
 
 def _lower_fully_connected(ctx: LayerContext, op: Op) -> LayerCode:
     graph = ctx.graph
     x, out = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
-    weights, bias, arrays = _weights(ctx, op)
+    weights = graph.tensors[op.inputs[1]]
+    assert weights.data is not None
+    packed = _pack_weights(ctx, op, weights.data)
     units, depth = weights.shape
     if x.size % depth != 0:
         raise _error(
@@ -254,21 +371,26 @@ def _lower_fully_connected(ctx: LayerContext, op: Op) -> LayerCode:
         scales = np.repeat(scales, units)
     multipliers, shifts = q.fully_connected_multipliers(x.scale(), scales, out.scale())
     declarations, quant = _quant_arrays(ctx, op, multipliers, shifts)
+    declarations += packed.declarations
     weight_zero_point = int(weights.quantization.zero_point[0])
     params = ctx.symbol(op, "params")
     declarations.append(
         f"static const tk_fully_connected_params {params} = {{{-x.zero_point()}, "
         f"{-weight_zero_point}, {out.zero_point()}, {_clamp(op, out)}}};\n"
     )
-    bias_arg = ctx.symbol(op, "bias") if bias is not None else "NULL"
+    bias_arg = ctx.symbol(op, "bias") if packed.bias is not None else "NULL"
     call = (
-        f"tk_fully_connected_s8(&{params}, &{quant}, {batches}, {depth}, {units}, "
-        f"{ctx.pointer(op.inputs[0])}, {ctx.symbol(op, 'weights')}, {bias_arg}, "
+        f"tk_fully_connected_{packed.kernel_suffix}(&{params}, &{quant}, {batches}, {depth}, "
+        f"{units}, {ctx.pointer(op.inputs[0])}, {packed.filter_argument}, {bias_arg}, "
         f"{ctx.pointer(op.outputs[0])});"
     )
     check = f"tk_fully_connected_s8_check(&{params}, &{quant}, {batches}, {depth}, {units})"
     return LayerCode(
-        declarations, call, check, arrays, _info(ctx, op, arrays, batches * units * depth)
+        declarations,
+        call,
+        [check, *packed.checks],
+        packed.arrays,
+        _info(ctx, op, batches * units * depth, packed),
     )
 
 
@@ -299,7 +421,7 @@ def _lower_pool(ctx: LayerContext, op: Op) -> LayerCode:
         f"&{dims['output']}, {ctx.pointer(op.outputs[0])});"
     )
     check = f"tk_pool_s8_check(&{params}, &{dims['input']}, &{dims['output']})"
-    return LayerCode(declarations, call, check, [], _info(ctx, op, [], 0))
+    return LayerCode(declarations, call, [check], [], _info(ctx, op, 0))
 
 
 def _broadcast_strides(shape: tuple[int, ...], out_shape: list[int]) -> list[int]:
@@ -349,7 +471,7 @@ def _lower_add(ctx: LayerContext, op: Op) -> LayerCode:
         f"{strides['input2']}, {pointers[1]}, {ctx.pointer(op.outputs[0])});"
     )
     check = f"tk_add_s8_check(&{params}, &{dims}, {strides['input1']}, {strides['input2']})"
-    return LayerCode(declarations, call, check, arrays, _info(ctx, op, arrays, 0))
+    return LayerCode(declarations, call, [check], arrays, _info(ctx, op, 0, constants=arrays))
 
 
 def _lower_softmax(ctx: LayerContext, op: Op) -> LayerCode:
@@ -379,7 +501,7 @@ def _lower_softmax(ctx: LayerContext, op: Op) -> LayerCode:
         f"{ctx.pointer(op.outputs[0])});"
     )
     check = f"tk_softmax_s8_check(&{params}, {rows}, {depth})"
-    return LayerCode(declarations, call, check, [], _info(ctx, op, [], 0))
+    return LayerCode(declarations, call, [check], [], _info(ctx, op, 0))
 
 
 def _lower_reshape(ctx: LayerContext, op: Op) -> LayerCode:
@@ -390,7 +512,7 @@ def _lower_reshape(ctx: LayerContext, op: Op) -> LayerCode:
             graph, op, f"input of {x.nbytes} bytes and output of {out.nbytes} bytes differ"
         )
     call = f"memmove({ctx.pointer(op.outputs[0])}, {ctx.pointer(op.inputs[0])}, {x.nbytes});"
-    return LayerCode([], call, None, [], _info(ctx, op, [], 0))
+    return LayerCode([], call, [], [], _info(ctx, op, 0))
 
 
 def _affine(ctx: LayerContext, op: Op, tensor: Tensor) -> tuple[list[str], str]:
@@ -419,7 +541,7 @@ def _lower_quantize(ctx: LayerContext, op: Op) -> LayerCode:
             f"tk_quantize_f32_s8(&{symbol}, {x.size}, {ctx.pointer(x.index)}, "
             f"{ctx.pointer(out.index)});"
         )
-        return LayerCode(declarations, call, None, [], _info(ctx, op, [], 0))
+        return LayerCode(declarations, call, [], [], _info(ctx, op, 0))
     multiplier, shift = q.requantize_multiplier(x.scale(), out.scale())
     symbol = ctx.symbol(op, "quant")
     declarations = [f"static const tk_quant {symbol} = {{{multiplier}, {shift}}};\n"]
@@ -427,7 +549,7 @@ def _lower_quantize(ctx: LayerContext, op: Op) -> LayerCode:
         f"tk_requantize_s8({x.zero_point()}, &{symbol}, {out.zero_point()}, {x.size}, "
         f"{ctx.pointer(x.index)}, {ctx.pointer(out.index)});"
     )
-    return LayerCode(declarations, call, None, [], _info(ctx, op, [], 0))
+    return LayerCode(declarations, call, [], [], _info(ctx, op, 0))
 
 
 def _lower_dequantize(ctx: LayerContext, op: Op) -> LayerCode:
@@ -445,7 +567,7 @@ def _lower_dequantize(ctx: LayerContext, op: Op) -> LayerCode:
         f"tk_dequantize_s8_f32(&{symbol}, {x.size}, {ctx.pointer(x.index)}, "
         f"{ctx.pointer(out.index)});"
     )
-    return LayerCode(declarations, call, None, [], _info(ctx, op, [], 0))
+    return LayerCode(declarations, call, [], [], _info(ctx, op, 0))
 
 
 LOWERINGS: dict[str, Callable[[LayerContext, Op], LayerCode]] = {

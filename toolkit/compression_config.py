@@ -1,0 +1,94 @@
+"""Compression settings for `toolkit deploy`: from flags or a JSON file.
+
+A compression config file is a JSON object such as
+
+    {"cluster": 16, "layers": {"dense_1": {"cluster": 4}, "conv2d": {"cluster": null}}}
+
+`cluster` sets the shared values per output channel for every Dense,
+Conv2D and DepthwiseConv2D layer; an entry under `layers` overrides it for
+one layer (by Keras layer name, or by the TFLite output tensor name for a
+`.tflite` model), and null leaves that layer unclustered.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from toolkit.errors import ToolkitError
+
+_TOP_LEVEL_KEYS = {"cluster", "layers"}
+_LAYER_KEYS = {"cluster"}
+
+
+@dataclass
+class CompressionSettings:
+    """Clusters per layer: `cluster` for every layer unless `layers` names it."""
+
+    cluster: int | None = None
+    layers: dict[str, int | None] = field(default_factory=dict)
+
+    @property
+    def enabled(self) -> bool:
+        return self.cluster is not None or any(v is not None for v in self.layers.values())
+
+    def groups(self) -> dict[int, list[str] | None]:
+        """Clusters -> layer names (None: every layer not named elsewhere)."""
+        grouped: dict[int, list[str] | None] = {}
+        for name, clusters in self.layers.items():
+            if clusters is not None:
+                names = grouped.setdefault(clusters, [])
+                assert names is not None
+                names.append(name)
+        return grouped
+
+    def excluded(self) -> list[str]:
+        """Layers named in `layers`, which the default setting skips."""
+        return list(self.layers)
+
+
+def _check_clusters(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 256:
+        raise ToolkitError(f"{where}: cluster must be an integer in 1..256 or null, got {value!r}")
+    return value
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, cluster: int | None = None
+) -> CompressionSettings:
+    """Read a compression config file (if given); `cluster` from the command
+    line overrides the file's default."""
+    settings = CompressionSettings()
+    if path is not None:
+        source = os.fspath(path)
+        try:
+            with open(source, encoding="utf-8") as handle:
+                raw = json.load(handle)
+        except FileNotFoundError:
+            raise ToolkitError(f"{source}: compression config file not found") from None
+        except json.JSONDecodeError as exc:
+            raise ToolkitError(f"{source}: invalid JSON ({exc})") from exc
+        if not isinstance(raw, dict) or set(raw) - _TOP_LEVEL_KEYS:
+            keys = sorted(set(raw) - _TOP_LEVEL_KEYS) if isinstance(raw, dict) else raw
+            raise ToolkitError(
+                f"{source}: unknown settings {keys}; a compression config is a JSON object with "
+                f"the keys {sorted(_TOP_LEVEL_KEYS)}"
+            )
+        settings.cluster = _check_clusters(raw.get("cluster"), source)
+        layers = raw.get("layers", {})
+        if not isinstance(layers, dict):
+            raise ToolkitError(f"{source}: 'layers' must map layer names to settings")
+        for name, entry in layers.items():
+            if not isinstance(entry, dict) or set(entry) - _LAYER_KEYS:
+                raise ToolkitError(
+                    f"{source}: layer '{name}' settings must be an object with the keys "
+                    f"{sorted(_LAYER_KEYS)}, got {entry!r}"
+                )
+            settings.layers[name] = _check_clusters(entry.get("cluster"), f"{source}: '{name}'")
+    if cluster is not None:
+        settings.cluster = _check_clusters(cluster, "--cluster")
+    return settings
