@@ -104,3 +104,36 @@ def test_weight_format_int8_disables_packing(tmp_path: Path) -> None:
         build=False,
     )
     assert {layer["format"] for layer in result.report["layers"]} <= {"int8", "-"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("clusters", [16, 4])
+@pytest.mark.parametrize("name", ["resnet8_cifar10", "autoencoder_toyadmos"])
+def test_clustered_keras_model_matches_tflm(name: str, clusters: int, tmp_path: Path) -> None:
+    """The float reference models clustered before conversion deploy as
+    codebooks and match TFLM on the inputs of the dense tests."""
+    windows = read_toyadmos_windows(shared_model("autoencoder_toyadmos_input.bin"))
+    autoencoder = name == "autoencoder_toyadmos"
+    result = deploy(
+        shared_model(f"{name}.h5"),
+        tmp_path / "out",
+        calibration=windows if autoencoder else None,
+        cluster=clusters,
+    )
+    bits = int(np.log2(clusters))
+    formats = [layer["format"] for layer in result.report["layers"]]
+    assert f"codebook {bits}-bit" in formats
+    graph = load_tflite(result.out_dir / "model.tflite")
+    for op in graph.ops:
+        if op.kind in ("CONV_2D", "FULLY_CONNECTED"):
+            weights = graph.tensors[op.inputs[1]].data
+            assert weights is not None
+            rows = weights.reshape(weights.shape[0], -1)
+            assert max(np.unique(row).size for row in rows) <= clusters, op.name
+
+    checked = (
+        validate(result.out_dir, inputs=windows)
+        if autoencoder
+        else validate(result.out_dir, count=20, seed=2)
+    )
+    assert checked.outputs[0].max_abs_diff == 0, checked.summary()

@@ -117,3 +117,18 @@ def test_digits_example_agrees(tmp_path: Path) -> None:
     assert result.float_accuracy > 0.8
     assert abs(result.float_accuracy - result.c_accuracy) < 0.05
     assert "generated C (host build)" in result.summary()
+
+
+def test_digits_clustered_keeps_accuracy(tmp_path: Path) -> None:
+    """16 shared values per channel, fine-tuned: within 1 point of the float
+    model, and packed weights at most 0.55x of their int8 size."""
+    from toolkit.examples.digits import run_example
+
+    result = run_example(tmp_path / "digits16", clusters=16)
+    report = result.deployment.report
+    print(result.summary())
+    assert result.agree
+    assert result.clustered_accuracy is not None
+    assert result.float_accuracy - result.c_accuracy <= 0.01
+    assert report["packed_weight_bytes"] <= 0.55 * report["int8_weight_bytes"]
+    assert any(layer["format"] == "codebook 4-bit" for layer in report["layers"])

@@ -42,6 +42,8 @@ class ExampleResult:
     c_accuracy: float
     test_samples: int
     mismatched_samples: int
+    clusters: int | None = None
+    clustered_accuracy: float | None = None
 
     @property
     def agree(self) -> bool:
@@ -54,6 +56,13 @@ class ExampleResult:
             "",
             f"test accuracy on {self.test_samples} held-out digits:",
             f"  float Keras model:        {self.float_accuracy:.2%}",
+        ]
+        if self.clusters is not None and self.clustered_accuracy is not None:
+            lines.append(
+                f"  float, {self.clusters} shared values per channel, fine-tuned: "
+                f"{self.clustered_accuracy:.2%}"
+            )
+        lines += [
             f"  int8 TFLite (TFLM):       {self.tflite_accuracy:.2%}",
             f"  generated C (host build): {self.c_accuracy:.2%}",
             (
@@ -123,17 +132,54 @@ def _quantize_inputs(images: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
     return np.stack([sample[0] for sample in prepare_inputs(images, [spec])])
 
 
+def _accuracy(model: Any, data: DigitsData) -> float:
+    predictions = np.argmax(model.predict(data.x_test, verbose=0), axis=1)
+    return float(np.mean(predictions == data.y_test))
+
+
+def cluster_and_fine_tune(
+    model: Any, data: DigitsData, clusters: int, epochs: int = 10, seed: int = 0
+) -> Any:
+    """Share `clusters` values per output channel in every layer, fine-tune
+    the shared values with the indices fixed, and return a plain Keras model."""
+    from toolkit.compress import cluster, strip_clustering
+    from toolkit.keras_io import import_keras
+
+    keras = import_keras()
+    keras.utils.set_random_seed(seed)
+    clustered = cluster(model, clusters=clusters)
+    clustered.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=1e-3),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    clustered.fit(data.x_train, data.y_train, epochs=epochs, batch_size=32, verbose=0)
+    return strip_clustering(clustered)
+
+
 def run_example(
-    out: str | os.PathLike[str] = "digits_model", epochs: int = 30, seed: int = 0
+    out: str | os.PathLike[str] = "digits_model",
+    epochs: int = 30,
+    seed: int = 0,
+    clusters: int | None = None,
+    fine_tune_epochs: int = 10,
 ) -> ExampleResult:
-    """Train, deploy and evaluate the digits CNN; the C code goes to `out`."""
+    """Train, deploy and evaluate the digits CNN; the C code goes to `out`.
+
+    With `clusters`, the trained model's weights are shared (Deep
+    Compression) and fine-tuned before deployment, and the generated code
+    stores them as codebook indices.
+    """
     from toolkit.build import HostModel, TensorSpec, build_host_library
     from toolkit.reference import make_interpreter, run_tflm
 
     data = load_digits_data(seed)
     model = train_model(data, epochs=epochs, seed=seed)
-    float_predictions = np.argmax(model.predict(data.x_test, verbose=0), axis=1)
-    float_accuracy = float(np.mean(float_predictions == data.y_test))
+    float_accuracy = _accuracy(model, data)
+    clustered_accuracy = None
+    if clusters is not None:
+        model = cluster_and_fine_tune(model, data, clusters, fine_tune_epochs, seed)
+        clustered_accuracy = _accuracy(model, data)
 
     deployment = deploy(model, out, calibration=data.x_train)
     report = deployment.report
@@ -165,4 +211,6 @@ def run_example(
         c_accuracy=float(np.mean(np.array(c_labels) == data.y_test)),
         test_samples=len(data.y_test),
         mismatched_samples=mismatched,
+        clusters=clusters,
+        clustered_accuracy=clustered_accuracy,
     )
