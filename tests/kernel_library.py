@@ -126,7 +126,17 @@ typedef struct {
   int32_t table_size;
   int32_t table_stride;
   int32_t row_bytes;
+  int32_t row_count;
 } tk_codebook;
+typedef struct {
+  const int8_t *values;
+  const uint16_t *row_starts;
+  const uint16_t *block_columns;
+  int32_t block_rows;
+  int32_t block_cols;
+  int32_t block_row_count;
+  int32_t block_count;
+} tk_block_sparse;
 
 int32_t tk_requantize(int32_t x, int32_t multiplier, int32_t shift);
 
@@ -196,6 +206,18 @@ void tk_fully_connected_codebook_s8(const tk_fully_connected_params *params,
                                     int32_t depth, int32_t units, const int8_t *input,
                                     const tk_codebook *filter, const int32_t *bias,
                                     int8_t *output);
+
+tk_status tk_block_sparse_check(const tk_block_sparse *sparse, int32_t rows, int32_t row_length);
+void tk_conv2d_block_sparse_s8(const tk_conv_params *params, const tk_quant_per_channel *quant,
+                               const tk_dims *input_dims, const int8_t *input,
+                               const tk_dims *filter_dims, const tk_block_sparse *filter,
+                               const int32_t *bias, const tk_dims *output_dims,
+                               int8_t *output);
+void tk_fully_connected_block_sparse_s8(const tk_fully_connected_params *params,
+                                        const tk_quant_per_channel *quant, int32_t batches,
+                                        int32_t depth, int32_t units, const int8_t *input,
+                                        const tk_block_sparse *filter, const int32_t *bias,
+                                        int8_t *output);
 
 void *malloc(size_t size);
 void free(void *pointer);
@@ -817,6 +839,7 @@ class KernelLibrary:
                 "table_size": packed.table_size,
                 "table_stride": 0 if packed.shared_table else packed.table_size,
                 "row_bytes": packed.row_bytes,
+                "row_count": packed.indices.shape[0],
             },
         )
         return descriptor, table, indices
@@ -934,6 +957,110 @@ class KernelLibrary:
         bias_buffer = self._optional_bias(bias)
         return self._run_guarded(
             lambda output: self.lib.tk_fully_connected_codebook_s8(
+                fc_params,
+                quant,
+                batches,
+                depth,
+                units,
+                input_buffer,
+                descriptor,
+                bias_buffer,
+                output,
+            ),
+            "int8_t",
+            np.int8,
+            (batches, units),
+        )
+
+    # Block-sparse variants (only blocks with a nonzero weight are stored).
+
+    def block_sparse(self, packed: Any) -> tuple[Any, ...]:
+        """Build a tk_block_sparse from a toolkit.pack.sparse.BlockSparseTensor,
+        with its arrays in malloc blocks of exactly their size."""
+        values = self._input("int8_t", packed.values, np.int8)
+        starts = self._input("uint16_t", packed.row_starts, np.uint16)
+        columns = self._input("uint16_t", packed.block_columns, np.uint16)
+        descriptor = self.ffi.new(
+            "tk_block_sparse *",
+            {
+                "values": values,
+                "row_starts": starts,
+                "block_columns": columns,
+                "block_rows": packed.block[0],
+                "block_cols": packed.block[1],
+                "block_row_count": packed.row_starts.size - 1,
+                "block_count": packed.block_count,
+            },
+        )
+        return descriptor, values, starts, columns
+
+    def block_sparse_check(self, packed: Any, rows: int, row_length: int) -> int:
+        descriptor, *_ = self.block_sparse(packed)
+        return int(self.lib.tk_block_sparse_check(descriptor, rows, row_length))
+
+    def conv2d_block_sparse(
+        self,
+        input: np.ndarray,
+        packed: Any,
+        filter_shape: Shape,
+        bias: np.ndarray | None,
+        *,
+        output_size: Pair,
+        **params: Any,
+    ) -> np.ndarray:
+        """Run tk_conv2d_block_sparse_s8 with `packed` as the [c_out, kh*kw*c_in]
+        view of the filter; parameters as conv2d."""
+        output_shape = (input.shape[0], *output_size, filter_shape[0])
+        conv_params, (quant, *_) = self._conv_arguments(**params)
+        input_dims = self.ffi.new("tk_dims *", _dims(input.shape))
+        filter_dims = self.ffi.new("tk_dims *", _dims(filter_shape))
+        output_dims = self.ffi.new("tk_dims *", _dims(output_shape))
+        descriptor, *_arrays = self.block_sparse(packed)
+        status = self.lib.tk_conv2d_s8_check(
+            conv_params, quant, input_dims, filter_dims, output_dims
+        )
+        self._require_ok(status, "tk_conv2d_s8_check")
+        row_length = int(np.prod(filter_shape[1:]))
+        status = self.lib.tk_block_sparse_check(descriptor, filter_shape[0], row_length)
+        self._require_ok(status, "tk_block_sparse_check")
+
+        input_buffer = self._input("int8_t", input, np.int8)
+        bias_buffer = self._optional_bias(bias)
+        return self._run_guarded(
+            lambda output: self.lib.tk_conv2d_block_sparse_s8(
+                conv_params,
+                quant,
+                input_dims,
+                input_buffer,
+                filter_dims,
+                descriptor,
+                bias_buffer,
+                output_dims,
+                output,
+            ),
+            "int8_t",
+            np.int8,
+            output_shape,
+        )
+
+    def fully_connected_block_sparse(
+        self, input: np.ndarray, packed: Any, bias: np.ndarray | None, **params: Any
+    ) -> np.ndarray:
+        """Run tk_fully_connected_block_sparse_s8 with `packed` as the weights
+        [units, depth]; parameters as fully_connected (filter_offset 0)."""
+        batches, depth = input.shape
+        units = packed.shape[0]
+        fc_params, (quant, *_) = self._fully_connected_arguments(**params)
+        descriptor, *_arrays = self.block_sparse(packed)
+        status = self.lib.tk_fully_connected_s8_check(fc_params, quant, batches, depth, units)
+        self._require_ok(status, "tk_fully_connected_s8_check")
+        status = self.lib.tk_block_sparse_check(descriptor, units, depth)
+        self._require_ok(status, "tk_block_sparse_check")
+
+        input_buffer = self._input("int8_t", input, np.int8)
+        bias_buffer = self._optional_bias(bias)
+        return self._run_guarded(
+            lambda output: self.lib.tk_fully_connected_block_sparse_s8(
                 fc_params,
                 quant,
                 batches,

@@ -26,6 +26,7 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 KERNEL_TESTS = [
     Path(__file__).resolve().parent / "test_kernels.py",
     Path(__file__).resolve().parent / "test_codebook_kernels.py",
+    Path(__file__).resolve().parent / "test_sparse_kernels.py",
 ]
 
 # Maximum examples per property test in the sanitized run, fewer than in the

@@ -132,3 +132,41 @@ def test_digits_clustered_keeps_accuracy(tmp_path: Path) -> None:
     assert result.float_accuracy - result.c_accuracy <= 0.01
     assert report["packed_weight_bytes"] <= 0.55 * report["int8_weight_bytes"]
     assert any(layer["format"] == "codebook 4-bit" for layer in report["layers"])
+
+
+def test_deploy_factorize_and_distill(small_cnn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from toolkit.deploy import FineTuning
+
+    model, data = small_cnn
+    # The fixture model is untrained, so its weights need a low energy to
+    # have a rank that saves parameters.
+    tuning = FineTuning(factorize=0.5, train=(data.x_train, data.y_train), epochs=1)
+    result = deploy(model, tmp_path / "factorized", calibration=data.x_train[:64], tuning=tuning)
+    parameters = sum(layer["parameters"] for layer in result.report["layers"])
+    assert parameters < model.count_params()
+    checked = validate(result.out_dir, inputs=data.x_test[:20])
+    assert checked.outputs[0].max_abs_diff == 0, checked.summary()
+
+
+def test_factorize_needs_keras_model(tmp_path: Path) -> None:
+    from toolkit.deploy import FineTuning
+    from toolkit.errors import ToolkitError
+
+    with pytest.raises(ToolkitError, match="need a Keras model"):
+        deploy(
+            shared_model("dscnn_kws_int8.tflite"),
+            tmp_path / "out",
+            tuning=FineTuning(factorize=0.9),
+        )
+    assert not (tmp_path / "out").exists()
+
+
+def test_training_data_needs_x_and_y(small_cnn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from toolkit.deploy import FineTuning
+    from toolkit.errors import ToolkitError
+
+    model, data = small_cnn
+    bad = tmp_path / "train.npz"
+    np.savez(bad, inputs=data.x_train[:8])
+    with pytest.raises(ToolkitError, match="arrays named x and y"):
+        deploy(model, tmp_path / "out", calibration=data.x_train[:8], tuning=FineTuning(train=bad))

@@ -12,7 +12,7 @@ from toolkit.errors import ToolkitError
 
 
 def _deploy(args: argparse.Namespace) -> int:
-    from toolkit.deploy import deploy
+    from toolkit.deploy import FineTuning, deploy
 
     result = deploy(
         args.model,
@@ -24,6 +24,9 @@ def _deploy(args: argparse.Namespace) -> int:
         cluster=args.cluster,
         compression_config=args.compression_config,
         weight_format=args.weight_format,
+        tuning=FineTuning(
+            factorize=args.factorize, train=args.train, teacher=args.teacher, epochs=args.epochs
+        ),
     )
     print(result.summary())
     return 0
@@ -46,9 +49,47 @@ def _validate(args: argparse.Namespace) -> int:
 def _example(args: argparse.Namespace) -> int:
     from toolkit.examples.digits import run_example
 
-    result = run_example(args.out, epochs=args.epochs, seed=args.seed)
+    result = run_example(args.out, epochs=args.epochs, seed=args.seed, clusters=args.cluster)
     print(result.summary())
     return 0 if result.agree else 2
+
+
+def _profile(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from toolkit.deploy import deploy
+
+    model = args.model
+    is_tflite = str(args.model).lower().endswith(".tflite")
+    if is_tflite:
+        print(
+            f"{args.model} is a .tflite file, so the per-layer table of the Keras model is "
+            "skipped (`toolkit deploy` reports its layers); pass --arena for its memory figures"
+        )
+    else:
+        from toolkit.design import profile
+        from toolkit.keras_io import load_model
+
+        model = load_model(args.model)
+        print(profile(model).table())
+    if not args.arena:
+        return 0
+
+    with tempfile.TemporaryDirectory(prefix="toolkit-profile-") as directory:
+        report = deploy(model, Path(directory) / "model", build=False).report
+    tflm = report.get("tflm_arena") or {}
+    print()
+    print(f"peak live activation bytes: {report['peak_live_bytes']:,} (lower bound on any arena)")
+    print(f"arena bytes:                {report['arena_bytes']:,} (memory planner)")
+    if tflm:
+        print(f"TFLM arena bytes:           {tflm['total']:,} ({tflm['head']:,} for activations)")
+    if not is_tflite:
+        print(
+            "note: the model was converted with random calibration inputs; the arena depends "
+            "only on tensor shapes, so real calibration data would not change it"
+        )
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,10 +146,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     deploy.add_argument(
         "--weight-format",
-        choices=("auto", "int8", "codebook"),
+        choices=("auto", "int8", "codebook", "sparse"),
         default="auto",
         help="weight storage: the smallest format per layer (auto, default), int8 only, or "
-        "codebook wherever it fits",
+        "codebook or block-sparse wherever it applies",
+    )
+    deploy.add_argument(
+        "--factorize",
+        type=float,
+        metavar="ENERGY",
+        help="replace Dense and Conv2D layers by low-rank factors keeping this fraction of "
+        "the squared singular values, e.g. 0.9 (Keras models)",
+    )
+    deploy.add_argument(
+        "--train",
+        metavar="DATA",
+        help=".npz with arrays x and y: fine-tune the compressed Keras model on it by distillation",
+    )
+    deploy.add_argument(
+        "--teacher",
+        metavar="MODEL",
+        help="teacher for distillation (default: the model before compression)",
+    )
+    deploy.add_argument(
+        "--epochs", type=int, default=5, help="fine-tuning epochs with --train (default: 5)"
     )
     deploy.set_defaults(handler=_deploy)
 
@@ -148,7 +209,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     example.add_argument("--epochs", type=int, default=30, help="training epochs (default: 30)")
     example.add_argument("--seed", type=int, default=0, help="seed for data split and training")
+    example.add_argument(
+        "--cluster",
+        type=int,
+        metavar="K",
+        help="share K values per output channel and fine-tune them before deploying",
+    )
     example.set_defaults(handler=_example)
+
+    profile = commands.add_parser(
+        "profile",
+        help="print parameters, MACs, int8 weight bytes and live activation bytes per layer",
+        description="Load a Keras model and print its per-layer design table. With --arena, "
+        "also deploy it to a temporary directory and print the peak of live activation bytes "
+        "beside the arena that the memory planner computes. For a .tflite file only the "
+        "--arena figures are available.",
+    )
+    profile.add_argument("model", help=".keras or .h5 file, SavedModel directory, or .tflite")
+    profile.add_argument(
+        "--arena",
+        action="store_true",
+        help="deploy the model (random calibration for a float model) and print the arena "
+        "size in bytes",
+    )
+    profile.set_defaults(handler=_profile)
     return parser
 
 

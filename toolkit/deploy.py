@@ -150,18 +150,88 @@ def cluster_tflite_model(flatbuffer: bytes, source: str, settings: CompressionSe
     return flatbuffer
 
 
+@dataclass
+class FineTuning:
+    """Architecture changes before conversion, and fine-tuning by distillation.
+
+    `factorize` is the energy kept by low-rank factorization (None: off).
+    With `train` data ((x, y) arrays, or an .npz with arrays x and y), the
+    compressed model is fine-tuned for `epochs` by distillation from
+    `teacher` (a model or path; by default the model before compression).
+    """
+
+    factorize: float | None = None
+    train: Any = None
+    teacher: Any = None
+    epochs: int = 5
+
+
+def load_training_data(data: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) from a pair of arrays or an .npz file with arrays x and y."""
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return np.asarray(data[0]), np.asarray(data[1])
+    path = os.fspath(data)
+    if not os.path.isfile(path):
+        raise ToolkitError(f"{path}: training data file not found; give an .npz with x and y")
+    try:
+        with np.load(path, allow_pickle=False) as loaded:
+            if "x" not in loaded.files or "y" not in loaded.files:
+                raise ToolkitError(
+                    f"{path}: training data needs arrays named x and y, found {loaded.files}; "
+                    "save it with numpy.savez(path, x=inputs, y=labels)"
+                )
+            return loaded["x"], loaded["y"]
+    except (ValueError, OSError) as exc:
+        raise ToolkitError(f"{path}: not a readable .npz file ({exc})") from exc
+
+
+def apply_fine_tuning(model: Any, tuning: FineTuning, warnings: list[str] | None) -> Any:
+    """Factorize and fine-tune a Keras model as `tuning` says."""
+    original = model
+    if tuning.factorize is not None:
+        from toolkit.compress.factorize import factorize
+
+        result = factorize(model, energy=tuning.factorize)
+        logger.info("%s", result.summary())
+        if warnings is not None and not result.saved_parameters:
+            warnings.append(f"factorization at energy {tuning.factorize} saved no parameters")
+        model = result.model
+    if tuning.train is not None:
+        from toolkit.compress.distill import distill
+        from toolkit.keras_io import load_model
+
+        x, y = load_training_data(tuning.train)
+        teacher = tuning.teacher if tuning.teacher is not None else original
+        if isinstance(teacher, (str, os.PathLike)):
+            teacher = load_model(teacher)
+        model = distill(teacher, model, (x, y), epochs=tuning.epochs, verbose=0)
+    elif tuning.teacher is not None:
+        raise ToolkitError("a teacher needs training data: pass --train DATA.npz with x and y")
+    return model
+
+
 def to_tflite(
     model: Any,
     calibration: Any = None,
     io_type: str = "int8",
     warnings: list[str] | None = None,
     compression: CompressionSettings | None = None,
+    tuning: FineTuning | None = None,
 ) -> tuple[bytes, str]:
     """Return (flatbuffer, source name) for a `.tflite` path, flatbuffer bytes,
     a Keras model file or directory, or a `keras.Model`, compressed as
     `compression` says."""
     compression = compression or CompressionSettings()
-    flatbuffer, source = _read_or_convert(model, calibration, io_type, warnings, compression)
+    tuning = tuning or FineTuning()
+    changes_architecture = tuning.factorize is not None or tuning.train is not None
+    if changes_architecture and not _is_keras_input(model):
+        raise ToolkitError(
+            "factorization and fine-tuning need a Keras model (.keras, .h5 or SavedModel), "
+            "not an int8 .tflite file"
+        )
+    flatbuffer, source = _read_or_convert(
+        model, calibration, io_type, warnings, compression, tuning
+    )
     if compression.enabled and not _is_keras_input(model):
         flatbuffer = cluster_tflite_model(flatbuffer, source, compression)
     return flatbuffer, source
@@ -177,6 +247,7 @@ def _read_or_convert(
     io_type: str,
     warnings: list[str] | None,
     compression: CompressionSettings,
+    tuning: FineTuning,
 ) -> tuple[bytes, str]:
     if isinstance(model, (bytes, bytearray)):
         return bytes(model), "<tflite bytes>"
@@ -200,6 +271,7 @@ def _read_or_convert(
     else:
         source = f"<keras model '{getattr(model, 'name', type(model).__name__)}'>"
         keras_model = model
+    keras_model = apply_fine_tuning(keras_model, tuning, warnings)
     if compression.enabled:
         keras_model = cluster_keras_model(keras_model, compression)
     input_shape = tuple(keras_model.inputs[0].shape[1:])
@@ -263,6 +335,7 @@ def deploy(
     cluster: int | None = None,
     compression_config: str | os.PathLike[str] | None = None,
     weight_format: str = "auto",
+    tuning: FineTuning | None = None,
 ) -> DeployResult:
     """Convert (if needed), generate C, build for `target` and write `out`.
 
@@ -282,8 +355,10 @@ def deploy(
         int8 weights.
       compression_config: JSON file with per-layer settings; `cluster`
         overrides its default.
-      weight_format: "auto" (the smallest format per layer), "int8" or
-        "codebook".
+      weight_format: "auto" (the smallest format per layer), "int8",
+        "codebook" or "sparse".
+      tuning: factorization and fine-tuning by distillation of a Keras
+        model before conversion.
 
     Nothing is written to `out` unless every step succeeds.
     """
@@ -297,7 +372,7 @@ def deploy(
     _prepare_output(out)
     settings = load_settings(compression_config, cluster)
     warnings: list[str] = []
-    flatbuffer, source = to_tflite(model, calibration, io_type, warnings, settings)
+    flatbuffer, source = to_tflite(model, calibration, io_type, warnings, settings, tuning)
     graph = import_tflite(flatbuffer, source=source)
     plan = plan_memory(graph)
     sources = generate_c(graph, plan, prefix, weight_format)
@@ -330,7 +405,7 @@ def deploy(
             "weight_bytes": sources.weight_bytes,
             "int8_weight_bytes": sum(info.int8_weight_bytes for info in sources.layers),
             "packed_weight_bytes": sum(
-                info.codebook_bytes + info.index_bytes for info in sources.layers
+                info.value_bytes + info.codebook_bytes + info.index_bytes for info in sources.layers
             ),
             "tflite_bytes": len(flatbuffer),
             "code_bytes": code_bytes,
@@ -352,6 +427,7 @@ def deploy(
                     "format": info.weight_format,
                     "int8_weight_bytes": info.int8_weight_bytes,
                     "bits_per_weight": round(info.bits_per_weight, 3),
+                    "value_bytes": info.value_bytes,
                     "codebook_bytes": info.codebook_bytes,
                     "index_bytes": info.index_bytes,
                 }

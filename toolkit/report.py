@@ -72,6 +72,7 @@ def _layer_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]], se
         "weight bytes",
         "format",
         "bits/weight",
+        "values",
         "table",
         "indices",
         "vs int8",
@@ -79,11 +80,12 @@ def _layer_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]], se
     rows = []
     for layer in report["layers"]:
         int8_bytes = layer.get("int8_weight_bytes", 0)
-        packing = ["", "", "", ""]
+        packing = ["", "", "", "", ""]
         if int8_bytes and layer["format"] != "int8":
-            packed = layer["codebook_bytes"] + layer["index_bytes"]
+            packed = layer["value_bytes"] + layer["codebook_bytes"] + layer["index_bytes"]
             packing = [
                 f"{layer['bits_per_weight']:.2f}",
+                f"{layer['value_bytes']:,}",
                 f"{layer['codebook_bytes']:,}",
                 f"{layer['index_bytes']:,}",
                 f"{packed / int8_bytes:.3f}",
@@ -111,11 +113,7 @@ def _layer_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]], se
         f"{total_params:,}",
         f"{total_macs:,}",
         f"{report['weight_bytes']:,}",
-        "",
-        "",
-        "",
-        "",
-        "",
     ]
+    total += [""] * (len(headers) - len(total))
     rows.append(total)
-    return headers, rows, {0, 4, 5, 6, 8, 9, 10, 11}
+    return headers, rows, {0, 4, 5, 6, 8, 9, 10, 11, 12}

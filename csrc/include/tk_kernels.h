@@ -158,7 +158,8 @@ typedef struct {
  * - indices: row_bytes bytes per row, every row starting on a byte
  *   boundary; index i of a row occupies bits [i*bits, (i+1)*bits), counted
  *   from the least significant bit of byte 0.
- * - bits: 1..8; table_size: 1..2^bits. */
+ * - bits: 1..8; table_size: 1..2^bits; row_count: rows stored, which the
+ *   check compares with the layer's output channels. */
 typedef struct {
   const int8_t *table;
   const uint8_t *indices;
@@ -166,7 +167,31 @@ typedef struct {
   int32_t table_size;
   int32_t table_stride;
   int32_t row_bytes;
+  int32_t row_count;
 } tk_codebook;
+
+/* Weights stored as block-sparse rows (block compressed sparse rows over
+ * the [rows, row_length] view: rows are output channels, a conv row holds
+ * kh*kw*c_in weights in HWI order). Only blocks of block_rows x block_cols
+ * weights with a nonzero value are stored; the kernels skip the others.
+ * - values: block_rows * block_cols int8 values per stored block, row-major
+ *   inside the block; parts of edge blocks outside the matrix are 0.
+ * - row_starts: block_row_count + 1 entries, with block_row_count =
+ *   ceil(rows / block_rows); the blocks of block row i are entries
+ *   [row_starts[i], row_starts[i + 1]) of values and block_columns, and the
+ *   last entry is block_count.
+ * - block_columns: block column (in units of block_cols) of each block.
+ * Weight zero points must be 0 (symmetric int8), so that skipped weights
+ * contribute nothing. */
+typedef struct {
+  const int8_t *values;
+  const uint16_t *row_starts;
+  const uint16_t *block_columns;
+  int32_t block_rows;
+  int32_t block_cols;
+  int32_t block_row_count;
+  int32_t block_count;
+} tk_block_sparse;
 
 /* Requantize a 32-bit accumulator: x * multiplier * 2^(shift - 31), rounded
  * as TFLM's MultiplyByQuantizedMultiplier (double rounding). */
@@ -256,6 +281,22 @@ void tk_fully_connected_codebook_s8(const tk_fully_connected_params *params,
                                     int32_t depth, int32_t units, const int8_t *input,
                                     const tk_codebook *filter, const int32_t *bias,
                                     int8_t *output);
+
+/* Block-sparse variants of CONV_2D and FULLY_CONNECTED: the arithmetic of
+ * the int8 kernels, with the multiply-accumulates of absent blocks skipped.
+ * The check verifies every row start and block column. The weights' zero
+ * point must be 0: the fully connected kernel ignores filter_offset. */
+tk_status tk_block_sparse_check(const tk_block_sparse *sparse, int32_t rows, int32_t row_length);
+void tk_conv2d_block_sparse_s8(const tk_conv_params *params, const tk_quant_per_channel *quant,
+                               const tk_dims *input_dims, const int8_t *input,
+                               const tk_dims *filter_dims, const tk_block_sparse *filter,
+                               const int32_t *bias, const tk_dims *output_dims,
+                               int8_t *output);
+void tk_fully_connected_block_sparse_s8(const tk_fully_connected_params *params,
+                                        const tk_quant_per_channel *quant, int32_t batches,
+                                        int32_t depth, int32_t units, const int8_t *input,
+                                        const tk_block_sparse *filter, const int32_t *bias,
+                                        int8_t *output);
 
 /* QUANTIZE float32 -> int8: round(x / scale) + zero_point, clamped. */
 void tk_quantize_f32_s8(const tk_affine *output_quant, int32_t size, const float *input,

@@ -48,7 +48,7 @@ tk_status tk_codebook_check(const tk_codebook *codebook, int32_t rows, int32_t r
     return TK_ERROR_PARAMETER;
   }
   if ((codebook->table_stride != 0 && codebook->table_stride < codebook->table_size) ||
-      rows < 1 || row_length < 1 ||
+      rows < 1 || row_length < 1 || codebook->row_count != rows ||
       (int64_t)codebook->row_bytes * 8 < (int64_t)row_length * codebook->bits) {
     return TK_ERROR_SHAPE;
   }

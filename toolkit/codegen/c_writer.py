@@ -52,6 +52,7 @@ _C_KEYWORDS = frozenset(
 _C_TYPES = {
     "int8": "int8_t",
     "uint8": "uint8_t",
+    "uint16": "uint16_t",
     "int32": "int32_t",
     "float32": "float",
     "int16": "int16_t",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -12,7 +13,8 @@ from toolkit import quantization as q
 from toolkit.codegen.c_writer import c_type, comment_text, dims_initializer, int_list
 from toolkit.errors import ToolkitError
 from toolkit.ir import Graph, Op, Tensor
-from toolkit.pack import find_codebook
+from toolkit.pack import CodebookTensor, find_codebook
+from toolkit.pack.sparse import BlockSparseTensor, find_block_sparse
 
 PADDING_SAME = 0
 
@@ -45,6 +47,7 @@ class LayerInfo:
     weight_format: str = "-"
     int8_weight_bytes: int = 0
     bits_per_weight: float = 0.0
+    value_bytes: int = 0
     codebook_bytes: int = 0
     index_bytes: int = 0
 
@@ -134,7 +137,7 @@ def _padding(
     return pad_h, pad_w
 
 
-WEIGHT_FORMATS = ("auto", "int8", "codebook")
+WEIGHT_FORMATS = ("auto", "int8", "codebook", "sparse")
 
 
 @dataclass
@@ -148,14 +151,23 @@ class PackedWeights:
     kernel_suffix: str
     declarations: list[str]
     checks: list[str]
-    stats: dict[str, float | int | str]
+    stats: dict[str, Any]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(array.nbytes for array in self.arrays)
 
 
 def _pack_weights(ctx: LayerContext, op: Op, rows: np.ndarray) -> PackedWeights:
-    """Choose int8 or codebook storage for the weights, viewed as one row of
-    int8 values per output channel, and add the int32 bias."""
+    """Choose the storage of the weights, viewed as one row of int8 values
+    per output channel, and add the int32 bias.
+
+    "auto" takes the smallest of int8, codebook and (for CONV_2D and
+    FULLY_CONNECTED with zero points of 0) block-sparse; "codebook" and
+    "sparse" take that format wherever it applies.
+    """
     weights = ctx.graph.tensors[op.inputs[1]]
-    assert weights.data is not None
+    assert weights.data is not None and weights.quantization is not None
     bias = None
     bias_arrays = []
     if len(op.inputs) > 2 and op.inputs[2] >= 0:
@@ -163,58 +175,119 @@ def _pack_weights(ctx: LayerContext, op: Op, rows: np.ndarray) -> PackedWeights:
         assert bias.data is not None
         bias_arrays.append(WeightArray(ctx.symbol(op, "bias"), "int32", bias.data.astype(np.int32)))
 
-    int8_bytes = int(rows.size)
-    codebook = None
+    candidates = [_int8_weights(ctx, op, weights, rows)]
     if ctx.weight_format in ("auto", "codebook"):
         codebook = find_codebook(rows)
-        if codebook is not None and ctx.weight_format == "auto" and codebook.nbytes >= int8_bytes:
-            codebook = None
-    if codebook is None:
-        symbol = ctx.symbol(op, "weights")
-        return PackedWeights(
-            weights,
-            bias,
-            [WeightArray(symbol, "int8", weights.data.astype(np.int8)), *bias_arrays],
-            symbol,
-            "s8",
-            [],
-            [],
-            {
-                "format": "int8",
-                "bits": 8.0,
-                "int8_bytes": int8_bytes,
-                "codebook_bytes": 0,
-                "index_bytes": int8_bytes,
-            },
-        )
+        if codebook is not None:
+            candidates.append(_codebook_weights(ctx, op, weights, rows, codebook))
+    symmetric = not weights.quantization.zero_point.any()
+    if ctx.weight_format in ("auto", "sparse") and symmetric and op.kind in SPARSE_OPS:
+        sparse = find_block_sparse(rows)
+        if sparse is not None:
+            candidates.append(_sparse_weights(ctx, op, weights, rows, sparse))
 
+    if ctx.weight_format == "auto":
+        chosen = min(candidates, key=lambda packed: packed.nbytes)
+    else:
+        # The requested format where it applies, int8 elsewhere.
+        prefix = {"int8": "int8", "codebook": "codebook", "sparse": "block-sparse"}
+        chosen = next(
+            (c for c in candidates if c.stats["format"].startswith(prefix[ctx.weight_format])),
+            candidates[0],
+        )
+    chosen.bias = bias
+    chosen.arrays += bias_arrays
+    return chosen
+
+
+SPARSE_OPS = ("CONV_2D", "FULLY_CONNECTED")
+
+
+def _stats(fmt: str, rows: np.ndarray, values: int, table: int, index: int) -> dict[str, Any]:
+    return {
+        "format": fmt,
+        "bits": 8.0 * (values + table + index) / rows.size,
+        "int8_bytes": int(rows.size),
+        "value_bytes": values,
+        "codebook_bytes": table,
+        "index_bytes": index,
+    }
+
+
+def _int8_weights(ctx: LayerContext, op: Op, weights: Tensor, rows: np.ndarray) -> PackedWeights:
+    assert weights.data is not None
+    symbol = ctx.symbol(op, "weights")
+    return PackedWeights(
+        weights,
+        None,
+        [WeightArray(symbol, "int8", weights.data.astype(np.int8))],
+        symbol,
+        "s8",
+        [],
+        [],
+        _stats("int8", rows, int(rows.size), 0, 0),
+    )
+
+
+def _codebook_weights(
+    ctx: LayerContext, op: Op, weights: Tensor, rows: np.ndarray, codebook: CodebookTensor
+) -> PackedWeights:
     table = ctx.symbol(op, "table")
     indices = ctx.symbol(op, "indices")
     descriptor = ctx.symbol(op, "codebook")
     stride = 0 if codebook.shared_table else codebook.table_size
     declaration = (
         f"static const tk_codebook {descriptor} = {{{table}, {indices}, {codebook.bits}, "
-        f"{codebook.table_size}, {stride}, {codebook.row_bytes}}};\n"
+        f"{codebook.table_size}, {stride}, {codebook.row_bytes}, {rows.shape[0]}}};\n"
     )
     return PackedWeights(
         weights,
-        bias,
+        None,
         [
             WeightArray(table, "int8", codebook.tables),
             WeightArray(indices, "uint8", codebook.indices),
-            *bias_arrays,
         ],
         f"&{descriptor}",
         "codebook_s8",
         [declaration],
         [f"tk_codebook_check(&{descriptor}, {rows.shape[0]}, {rows.shape[1]})"],
-        {
-            "format": f"codebook {codebook.bits}-bit",
-            "bits": 8.0 * codebook.nbytes / rows.size,
-            "int8_bytes": int8_bytes,
-            "codebook_bytes": codebook.table_bytes,
-            "index_bytes": codebook.index_bytes,
-        },
+        _stats(
+            f"codebook {codebook.bits}-bit", rows, 0, codebook.table_bytes, codebook.index_bytes
+        ),
+    )
+
+
+def _sparse_weights(
+    ctx: LayerContext, op: Op, weights: Tensor, rows: np.ndarray, sparse: BlockSparseTensor
+) -> PackedWeights:
+    values = ctx.symbol(op, "block_values")
+    starts = ctx.symbol(op, "row_starts")
+    columns = ctx.symbol(op, "block_columns")
+    descriptor = ctx.symbol(op, "sparse")
+    r, c = sparse.block
+    declaration = (
+        f"static const tk_block_sparse {descriptor} = {{{values}, {starts}, {columns}, {r}, {c}, "
+        f"{sparse.row_starts.size - 1}, {sparse.block_count}}};\n"
+    )
+    return PackedWeights(
+        weights,
+        None,
+        [
+            WeightArray(values, "int8", sparse.values),
+            WeightArray(starts, "uint16", sparse.row_starts),
+            WeightArray(columns, "uint16", sparse.block_columns),
+        ],
+        f"&{descriptor}",
+        "block_sparse_s8",
+        [declaration],
+        [f"tk_block_sparse_check(&{descriptor}, {rows.shape[0]}, {rows.shape[1]})"],
+        _stats(
+            f"block-sparse {r}x{c}",
+            rows,
+            int(sparse.values.size),
+            0,
+            2 * int(sparse.row_starts.size + sparse.block_columns.size),
+        ),
     )
 
 
@@ -274,6 +347,7 @@ def _info(
         info.weight_format = str(packed.stats["format"])
         info.int8_weight_bytes = int(packed.stats["int8_bytes"])
         info.bits_per_weight = float(packed.stats["bits"])
+        info.value_bytes = int(packed.stats["value_bytes"])
         info.codebook_bytes = int(packed.stats["codebook_bytes"])
         info.index_bytes = int(packed.stats["index_bytes"])
     return info

@@ -1,0 +1,132 @@
+"""Block-sparse kernels: CONV_2D and FULLY_CONNECTED on weights whose zero
+blocks are not stored, against the int8 reference arithmetic run on the
+dense weights (exact equality)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests import tflm_reference as reference
+from tests.kernel_library import KernelLibrary
+from tests.test_kernels import (
+    PROPERTY_SETTINGS,
+    TK_ERROR_SHAPE,
+    TK_OK,
+    ConvCase,
+    conv_cases,
+    fully_connected_cases,
+    max_examples,
+    note_case,
+)
+from toolkit.pack.sparse import BLOCK_SHAPES, find_block_sparse, pack_block_sparse
+
+# Block shape, fraction of blocks kept, seed.
+sparsity_settings = st.tuples(
+    st.sampled_from([*BLOCK_SHAPES, (2, 3), (3, 5)]),
+    st.sampled_from([0.0, 0.1, 0.5, 0.9, 1.0]),
+    st.integers(0, 2**32 - 1),
+)
+
+
+def prune_blocks(matrix: np.ndarray, block: tuple[int, int], keep: float, seed: int) -> np.ndarray:
+    """Zero each r x c block of `matrix` with probability 1 - keep."""
+    rng = np.random.default_rng(seed)
+    r, c = block
+    pruned = matrix.copy()
+    for row in range(0, matrix.shape[0], r):
+        for column in range(0, matrix.shape[1], c):
+            if rng.random() >= keep:
+                pruned[row : row + r, column : column + c] = 0
+    return pruned
+
+
+@settings(max_examples=max_examples(300), **PROPERTY_SETTINGS)
+@given(case=conv_cases(depthwise=False), layout=sparsity_settings)
+def test_conv2d_block_sparse_matches_reference(
+    kernels: KernelLibrary, case: ConvCase, layout: tuple[tuple[int, int], float, int]
+) -> None:
+    block, keep, seed = layout
+    shape = case.filter.shape
+    rows = prune_blocks(case.filter.reshape(shape[0], -1), block, keep, seed)
+    packed = pack_block_sparse(rows, block)
+    assert packed is not None
+    weights = rows.reshape(shape)
+    note_case(ConvCase(case.input, weights, case.bias, case.params))
+    expected = reference.conv2d(case.input, weights, case.bias, **case.params)
+    actual = kernels.conv2d_block_sparse(case.input, packed, shape, case.bias, **case.params)
+    np.testing.assert_array_equal(actual, expected)
+
+
+@settings(max_examples=max_examples(300), **PROPERTY_SETTINGS)
+@given(case=fully_connected_cases(), layout=sparsity_settings)
+def test_fully_connected_block_sparse_matches_reference(
+    kernels: KernelLibrary, case: ConvCase, layout: tuple[tuple[int, int], float, int]
+) -> None:
+    block, keep, seed = layout
+    weights = prune_blocks(case.filter, block, keep, seed)
+    packed = pack_block_sparse(weights, block)
+    assert packed is not None
+    # Block-sparse weights are symmetric int8: the zero point is 0.
+    params = {**case.params, "filter_offset": 0}
+    note_case(ConvCase(case.input, weights, case.bias, params))
+    expected = reference.fully_connected(case.input, weights, case.bias, **params)
+    actual = kernels.fully_connected_block_sparse(case.input, packed, case.bias, **params)
+    np.testing.assert_array_equal(actual, expected)
+
+
+FC_PARAMS: dict[str, Any] = {
+    "input_offset": 3,
+    "filter_offset": 0,
+    "output_offset": -7,
+    "clamp": (-128, 127),
+}
+
+
+@pytest.mark.parametrize("kind", ["empty", "dense", "empty_rows"])
+@pytest.mark.parametrize("block", [(1, 1), (1, 4), (4, 4), (3, 5)])
+def test_edge_tensors(kernels: KernelLibrary, kind: str, block: tuple[int, int]) -> None:
+    units, depth = 9, 21
+    rng = np.random.default_rng(1)
+    weights = rng.integers(1, 128, size=(units, depth)).astype(np.int8)
+    if kind == "empty":
+        weights[:] = 0
+    elif kind == "empty_rows":
+        weights[[0, 4, 8]] = 0
+    packed = pack_block_sparse(weights, block)
+    assert packed is not None
+    inputs = rng.integers(-128, 128, size=(2, depth)).astype(np.int8)
+    bias = rng.integers(-5000, 5000, size=units).astype(np.int32)
+    params = {**FC_PARAMS, "multipliers": [1 << 30] * units, "shifts": [-6] * units}
+    expected = reference.fully_connected(inputs, weights, bias, **params)
+    actual = kernels.fully_connected_block_sparse(inputs, packed, bias, **params)
+    np.testing.assert_array_equal(actual, expected)
+    if kind == "empty":
+        assert packed.block_count == 0
+
+
+def test_block_sparse_check_statuses(kernels: KernelLibrary) -> None:
+    weights = np.zeros((6, 10), dtype=np.int8)
+    weights[0, 0] = 5
+    weights[5, 9] = -3
+    packed = pack_block_sparse(weights, (2, 4))
+    assert packed is not None
+    assert kernels.block_sparse_check(packed, 6, 10) == TK_OK
+    # A matrix with fewer block columns than the stored ones.
+    assert kernels.block_sparse_check(packed, 6, 8) == TK_ERROR_SHAPE
+    # More block rows than row starts describe.
+    assert kernels.block_sparse_check(packed, 7, 10) == TK_ERROR_SHAPE
+
+
+def test_find_block_sparse_round_trip() -> None:
+    rng = np.random.default_rng(2)
+    matrix = rng.integers(-127, 128, size=(13, 37)).astype(np.int8)
+    matrix[rng.random(matrix.shape) < 0.8] = 0
+    packed = find_block_sparse(matrix)
+    assert packed is not None
+    np.testing.assert_array_equal(packed.unpack(), matrix)
+    assert find_block_sparse(np.ones((3, 3), dtype=np.int8)) is None
