@@ -241,3 +241,33 @@ def test_cli_profile_tflite(tiny_model: Any, tmp_path: Path, capsys: pytest.Capt
     assert status == 0
     assert "skipped" in output
     assert "arena" in output
+
+
+REFERENCE_MODELS = [
+    "resnet8_cifar10.h5",
+    "autoencoder_toyadmos.h5",
+    "mobilenet_vww96.h5",
+    "resnet8_cifar10_int8.tflite",
+    "dscnn_kws_int8.tflite",
+    "autoencoder_toyadmos_int8.tflite",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", REFERENCE_MODELS)
+def test_cli_profile_reference_model(name: str, capsys: pytest.CaptureFixture) -> None:
+    """`toolkit profile --arena` on every reference model prints the peak of
+    live activation bytes, a lower bound, beside the planner's arena."""
+    import re
+
+    from tests.helpers import shared_model
+    from toolkit.cli import main
+
+    assert main(["profile", str(shared_model(name)), "--arena"]) == 0
+    printed = capsys.readouterr().out
+    peak = re.search(r"peak live activation bytes: ([\d,]+)", printed)
+    arena = re.search(r"arena bytes: +([\d,]+) \(memory planner\)", printed)
+    assert peak is not None, printed
+    assert arena is not None, printed
+    print(f"{name}: peak {peak.group(1)}, arena {arena.group(1)}")
+    assert int(peak.group(1).replace(",", "")) <= int(arena.group(1).replace(",", ""))

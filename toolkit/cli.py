@@ -22,6 +22,7 @@ def _deploy(args: argparse.Namespace) -> int:
         io_type=args.io_type,
         prefix=args.prefix,
         cluster=args.cluster,
+        prune=args.prune,
         compression_config=args.compression_config,
         weight_format=args.weight_format,
         tuning=FineTuning(
@@ -137,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="share K values per output channel in every Dense/Conv2D/DepthwiseConv2D layer "
         "(Deep Compression weight sharing, no fine-tuning); weights are stored as "
         "log2(K)-bit indices",
+    )
+    deploy.add_argument(
+        "--prune",
+        metavar="SPEC",
+        help="magnitude pruning of every Dense/Conv2D/DepthwiseConv2D layer: 0.8 "
+        "(unstructured), 2:4 (n:m), block:1x4:0.5, filter:0.5 or channel:0.5; one-shot, "
+        "fine-tuned when --train is given",
     )
     deploy.add_argument(
         "--compression-config",

@@ -2,12 +2,15 @@
 
 A compression config file is a JSON object such as
 
-    {"cluster": 16, "layers": {"dense_1": {"cluster": 4}, "conv2d": {"cluster": null}}}
+    {"prune": "0.8", "cluster": 16,
+     "layers": {"dense_1": {"cluster": 4, "prune": "2:4"}, "conv2d": {"cluster": null}}}
 
-`cluster` sets the shared values per output channel for every Dense,
-Conv2D and DepthwiseConv2D layer; an entry under `layers` overrides it for
-one layer (by Keras layer name, or by the TFLite output tensor name for a
-`.tflite` model), and null leaves that layer unclustered.
+`prune` (a pruning spec, see toolkit.pack.prune_int8.SPEC_HELP) and
+`cluster` (shared values per output channel) apply to every Dense, Conv2D
+and DepthwiseConv2D layer; an entry under `layers` overrides them for one
+layer (by Keras layer name, or by the TFLite output tensor name for a
+`.tflite` model), and null leaves that layer alone. Pruning runs first,
+then weight sharing, as in Deep Compression.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from toolkit.errors import ToolkitError
+from toolkit.pack.prune_int8 import PruningSpec, parse_spec
 
-_TOP_LEVEL_KEYS = {"cluster", "layers"}
-_LAYER_KEYS = {"cluster"}
+_TOP_LEVEL_KEYS = {"cluster", "prune", "layers"}
+_LAYER_KEYS = {"cluster", "prune"}
 
 
 @dataclass
@@ -29,10 +33,25 @@ class CompressionSettings:
 
     cluster: int | None = None
     layers: dict[str, int | None] = field(default_factory=dict)
+    prune: PruningSpec | None = None
+    prune_layers: dict[str, PruningSpec | None] = field(default_factory=dict)
 
     @property
     def enabled(self) -> bool:
         return self.cluster is not None or any(v is not None for v in self.layers.values())
+
+    @property
+    def pruning(self) -> bool:
+        return self.prune is not None or any(v is not None for v in self.prune_layers.values())
+
+    def prune_groups(self, all_layers: list[str]) -> list[tuple[PruningSpec, list[str]]]:
+        """(spec, layer names) pairs covering every layer that is pruned."""
+        grouped: dict[PruningSpec, list[str]] = {}
+        for name in all_layers:
+            spec = self.prune_layers.get(name, self.prune)
+            if spec is not None:
+                grouped.setdefault(spec, []).append(name)
+        return list(grouped.items())
 
     def groups(self) -> dict[int, list[str] | None]:
         """Clusters -> layer names (None: every layer not named elsewhere)."""
@@ -57,11 +76,24 @@ def _check_clusters(value: Any, where: str) -> int | None:
     return value
 
 
+def _check_prune(value: Any, where: str) -> PruningSpec | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ToolkitError(f"{where}: prune must be a pruning spec string or null, got {value!r}")
+    try:
+        return parse_spec(value)
+    except ToolkitError as exc:
+        raise ToolkitError(f"{where}: {exc}") from None
+
+
 def load_settings(
-    path: str | os.PathLike[str] | None = None, cluster: int | None = None
+    path: str | os.PathLike[str] | None = None,
+    cluster: int | None = None,
+    prune: str | None = None,
 ) -> CompressionSettings:
-    """Read a compression config file (if given); `cluster` from the command
-    line overrides the file's default."""
+    """Read a compression config file (if given); `cluster` and `prune` from
+    the command line override the file's defaults."""
     settings = CompressionSettings()
     if path is not None:
         source = os.fspath(path)
@@ -79,6 +111,7 @@ def load_settings(
                 f"the keys {sorted(_TOP_LEVEL_KEYS)}"
             )
         settings.cluster = _check_clusters(raw.get("cluster"), source)
+        settings.prune = _check_prune(raw.get("prune"), source)
         layers = raw.get("layers", {})
         if not isinstance(layers, dict):
             raise ToolkitError(f"{source}: 'layers' must map layer names to settings")
@@ -88,7 +121,12 @@ def load_settings(
                     f"{source}: layer '{name}' settings must be an object with the keys "
                     f"{sorted(_LAYER_KEYS)}, got {entry!r}"
                 )
-            settings.layers[name] = _check_clusters(entry.get("cluster"), f"{source}: '{name}'")
+            if "cluster" in entry:
+                settings.layers[name] = _check_clusters(entry["cluster"], f"{source}: '{name}'")
+            if "prune" in entry:
+                settings.prune_layers[name] = _check_prune(entry["prune"], f"{source}: '{name}'")
     if cluster is not None:
         settings.cluster = _check_clusters(cluster, "--cluster")
+    if prune is not None:
+        settings.prune = _check_prune(prune, "--prune")
     return settings

@@ -25,6 +25,7 @@ from toolkit.codegen.layers import WEIGHT_FORMATS
 from toolkit.compression_config import CompressionSettings, load_settings
 from toolkit.errors import ToolkitError
 from toolkit.ir import Graph, Tensor
+from toolkit.pack.prune_int8 import prune_int8_weights
 from toolkit.pack.share import WEIGHTED_OPS, share_int8_weights
 from toolkit.planner import plan_memory
 from toolkit.report import format_report
@@ -105,8 +106,11 @@ CLUSTERABLE_KERAS_LAYERS = ("Dense", "Conv2D", "DepthwiseConv2D")
 
 
 def cluster_keras_model(model: Any, settings: CompressionSettings) -> Any:
-    """Share weights in a Keras model as `settings` say, without fine-tuning
-    (deploy has no training data), and return a plain Keras model."""
+    """Share weights in a Keras model as `settings` specify, without
+    fine-tuning (deploy has no training data), and return a plain Keras
+    model. After pruning, zeros keep a centroid pinned at 0 so they stay
+    pruned."""
+    preserve_zeros = settings.pruning
     from toolkit.compress import cluster, strip_clustering
 
     clusterable = [
@@ -124,12 +128,15 @@ def cluster_keras_model(model: Any, settings: CompressionSettings) -> Any:
         groups.setdefault(settings.cluster, []).extend(rest)  # type: ignore[union-attr]
     for clusters, names in sorted(groups.items()):
         if names:
-            model = strip_clustering(cluster(model, clusters=clusters, layers=list(names)))
+            clustered = cluster(
+                model, clusters=clusters, layers=list(names), preserve_zeros=preserve_zeros
+            )
+            model = strip_clustering(clustered)
     return model
 
 
 def cluster_tflite_model(flatbuffer: bytes, source: str, settings: CompressionSettings) -> bytes:
-    """Share int8 weights of a `.tflite` model as `settings` say (post-training,
+    """Share int8 weights of a `.tflite` model as `settings` specify (post-training,
     per output channel) and return the edited flatbuffer."""
     graph = import_tflite(flatbuffer, source=source)
     weighted = [op.name for op in graph.ops if op.kind in WEIGHTED_OPS]
@@ -157,7 +164,8 @@ class FineTuning:
     `factorize` is the energy kept by low-rank factorization (None: off).
     With `train` data ((x, y) arrays, or an .npz with arrays x and y), the
     compressed model is fine-tuned for `epochs` by distillation from
-    `teacher` (a model or path; by default the model before compression).
+    `teacher`. The teacher is a model or a path, by default the model before
+    compression.
     """
 
     factorize: float | None = None
@@ -185,8 +193,12 @@ def load_training_data(data: Any) -> tuple[np.ndarray, np.ndarray]:
         raise ToolkitError(f"{path}: not a readable .npz file ({exc})") from exc
 
 
-def apply_fine_tuning(model: Any, tuning: FineTuning, warnings: list[str] | None) -> Any:
-    """Factorize and fine-tune a Keras model as `tuning` says."""
+def compress_keras_model(
+    model: Any, settings: CompressionSettings, tuning: FineTuning, warnings: list[str] | None
+) -> Any:
+    """Apply the Keras-side steps in Deep Compression's order: factorize,
+    prune, fine-tune by distillation (pruned weights stay zero), then share
+    weights. Returns a plain Keras model."""
     original = model
     if tuning.factorize is not None:
         from toolkit.compress.factorize import factorize
@@ -196,6 +208,8 @@ def apply_fine_tuning(model: Any, tuning: FineTuning, warnings: list[str] | None
         if warnings is not None and not result.saved_parameters:
             warnings.append(f"factorization at energy {tuning.factorize} saved no parameters")
         model = result.model
+    if settings.pruning:
+        model = prune_keras_model(model, settings)
     if tuning.train is not None:
         from toolkit.compress.distill import distill
         from toolkit.keras_io import load_model
@@ -207,6 +221,45 @@ def apply_fine_tuning(model: Any, tuning: FineTuning, warnings: list[str] | None
         model = distill(teacher, model, (x, y), epochs=tuning.epochs, verbose=0)
     elif tuning.teacher is not None:
         raise ToolkitError("a teacher needs training data: pass --train DATA.npz with x and y")
+    if settings.pruning:
+        from toolkit.compress.prune import strip_pruning
+
+        model = strip_pruning(model)
+    if settings.enabled:
+        model = cluster_keras_model(model, settings)
+    return model
+
+
+def prune_keras_model(model: Any, settings: CompressionSettings) -> Any:
+    """Prune by magnitude (one shot); filter pruning removes the filters.
+    The masks stay in the model so that fine-tuning keeps the zeros."""
+    from toolkit.compress.prune import prune
+    from toolkit.compress.surgery import filter_prune
+
+    clusterable = [
+        layer.name for layer in model.layers if type(layer).__name__ in CLUSTERABLE_KERAS_LAYERS
+    ]
+    unknown = sorted(set(settings.prune_layers) - set(clusterable))
+    if unknown:
+        raise ToolkitError(
+            f"compression config names layers {unknown}, which are not Dense, Conv2D or "
+            f"DepthwiseConv2D layers of model '{model.name}'; choose from {clusterable}"
+        )
+    for spec, names in settings.prune_groups(clusterable):
+        if spec.granularity == "filter":
+            # Without per-layer settings, filter_prune itself skips the layers
+            # whose filters must stay (those that reach a model output).
+            chosen = None if not settings.prune_layers else names
+            model = filter_prune(model, fraction=spec.sparsity, layers=chosen)
+        else:
+            model = prune(
+                model,
+                sparsity=spec.sparsity,
+                granularity=spec.granularity,
+                block=spec.block,
+                n_m=spec.n_m,
+                layers=names,
+            )
     return model
 
 
@@ -220,7 +273,7 @@ def to_tflite(
 ) -> tuple[bytes, str]:
     """Return (flatbuffer, source name) for a `.tflite` path, flatbuffer bytes,
     a Keras model file or directory, or a `keras.Model`, compressed as
-    `compression` says."""
+    `compression` specifies."""
     compression = compression or CompressionSettings()
     tuning = tuning or FineTuning()
     changes_architecture = tuning.factorize is not None or tuning.train is not None
@@ -232,9 +285,27 @@ def to_tflite(
     flatbuffer, source = _read_or_convert(
         model, calibration, io_type, warnings, compression, tuning
     )
+    if compression.pruning and not _is_keras_input(model):
+        flatbuffer = prune_tflite_model(flatbuffer, source, compression)
     if compression.enabled and not _is_keras_input(model):
         flatbuffer = cluster_tflite_model(flatbuffer, source, compression)
     return flatbuffer, source
+
+
+def prune_tflite_model(flatbuffer: bytes, source: str, settings: CompressionSettings) -> bytes:
+    """Prune int8 weights of a `.tflite` model by magnitude, as `settings` specify."""
+    graph = import_tflite(flatbuffer, source=source)
+    weighted = [op.name for op in graph.ops if op.kind in WEIGHTED_OPS]
+    unknown = sorted(set(settings.prune_layers) - set(weighted))
+    if unknown:
+        raise ToolkitError(
+            f"{source}: compression config names layers {unknown}, which are not weighted ops; "
+            f"choose from the output tensor names {weighted}"
+        )
+    for spec, names in settings.prune_groups(weighted):
+        flatbuffer = prune_int8_weights(flatbuffer, graph, spec, layers=names)
+        graph = import_tflite(flatbuffer, source=source)
+    return flatbuffer
 
 
 def _is_keras_input(model: Any) -> bool:
@@ -271,9 +342,7 @@ def _read_or_convert(
     else:
         source = f"<keras model '{getattr(model, 'name', type(model).__name__)}'>"
         keras_model = model
-    keras_model = apply_fine_tuning(keras_model, tuning, warnings)
-    if compression.enabled:
-        keras_model = cluster_keras_model(keras_model, compression)
+    keras_model = compress_keras_model(keras_model, compression, tuning, warnings)
     input_shape = tuple(keras_model.inputs[0].shape[1:])
     if calibration is None:
         samples = convert.random_calibration(input_shape)
@@ -333,6 +402,7 @@ def deploy(
     prefix: str = "model",
     build: bool = True,
     cluster: int | None = None,
+    prune: str | None = None,
     compression_config: str | os.PathLike[str] | None = None,
     weight_format: str = "auto",
     tuning: FineTuning | None = None,
@@ -353,8 +423,12 @@ def deploy(
         (Deep Compression weight sharing, without fine-tuning). A Keras
         model is clustered before conversion, an int8 `.tflite` model on its
         int8 weights.
-      compression_config: JSON file with per-layer settings; `cluster`
-        overrides its default.
+      prune: pruning spec for every weighted layer, e.g. "0.8", "2:4",
+        "block:1x4:0.5" or "filter:0.5": one-shot magnitude pruning, then
+        fine-tuning when `tuning.train` is given. Filter pruning removes the
+        filters of a Keras model; on a `.tflite` model it zeros them.
+      compression_config: JSON file with per-layer settings; `cluster` and
+        `prune` override its defaults.
       weight_format: "auto" (the smallest format per layer), "int8",
         "codebook" or "sparse".
       tuning: factorization and fine-tuning by distillation of a Keras
@@ -370,7 +444,7 @@ def deploy(
         )
     out = Path(out)
     _prepare_output(out)
-    settings = load_settings(compression_config, cluster)
+    settings = load_settings(compression_config, cluster, prune)
     warnings: list[str] = []
     flatbuffer, source = to_tflite(model, calibration, io_type, warnings, settings, tuning)
     graph = import_tflite(flatbuffer, source=source)
