@@ -170,3 +170,25 @@ def test_training_data_needs_x_and_y(small_cnn, tmp_path: Path) -> None:  # type
     np.savez(bad, inputs=data.x_train[:8])
     with pytest.raises(ToolkitError, match="arrays named x and y"):
         deploy(model, tmp_path / "out", calibration=data.x_train[:8], tuning=FineTuning(train=bad))
+
+
+def test_tflite_path_never_imports_tensorflow(tmp_path: Path) -> None:
+    """Deploying and validating an int8 .tflite (with pruning and sharing)
+    must not import TensorFlow or Keras, so devices without them can run it."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from toolkit.deploy import deploy\n"
+        "from toolkit.validate import validate\n"
+        f"deploy({str(shared_model('dscnn_kws_int8.tflite'))!r}, {str(tmp_path / 'out')!r},"
+        " cluster=4, prune='2:4')\n"
+        f"assert validate({str(tmp_path / 'out')!r}, count=2).ok\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
