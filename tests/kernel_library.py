@@ -137,6 +137,14 @@ typedef struct {
   int32_t block_row_count;
   int32_t block_count;
 } tk_block_sparse;
+typedef struct {
+  const int8_t *table;
+  const uint8_t *entries;
+  const uint16_t *row_starts;
+  int32_t table_stride;
+  int32_t row_count;
+  int32_t entry_count;
+} tk_sparse_codebook;
 
 int32_t tk_requantize(int32_t x, int32_t multiplier, int32_t shift);
 
@@ -218,6 +226,19 @@ void tk_fully_connected_block_sparse_s8(const tk_fully_connected_params *params,
                                         int32_t depth, int32_t units, const int8_t *input,
                                         const tk_block_sparse *filter, const int32_t *bias,
                                         int8_t *output);
+
+tk_status tk_sparse_codebook_check(const tk_sparse_codebook *sparse, int32_t rows,
+                                   int32_t row_length);
+void tk_conv2d_sparse_codebook_s8(const tk_conv_params *params, const tk_quant_per_channel *quant,
+                                  const tk_dims *input_dims, const int8_t *input,
+                                  const tk_dims *filter_dims, const tk_sparse_codebook *filter,
+                                  const int32_t *bias, const tk_dims *output_dims,
+                                  int8_t *output);
+void tk_fully_connected_sparse_codebook_s8(const tk_fully_connected_params *params,
+                                           const tk_quant_per_channel *quant, int32_t batches,
+                                           int32_t depth, int32_t units, const int8_t *input,
+                                           const tk_sparse_codebook *filter, const int32_t *bias,
+                                           int8_t *output);
 
 void *malloc(size_t size);
 void free(void *pointer);
@@ -1061,6 +1082,108 @@ class KernelLibrary:
         bias_buffer = self._optional_bias(bias)
         return self._run_guarded(
             lambda output: self.lib.tk_fully_connected_block_sparse_s8(
+                fc_params,
+                quant,
+                batches,
+                depth,
+                units,
+                input_buffer,
+                descriptor,
+                bias_buffer,
+                output,
+            ),
+            "int8_t",
+            np.int8,
+            (batches, units),
+        )
+
+    # Sparse-codebook variants (one byte per stored weight: gap and index).
+
+    def sparse_codebook(self, packed: Any) -> tuple[Any, ...]:
+        """Build a tk_sparse_codebook from a SparseCodebookTensor, with its
+        arrays in malloc blocks of exactly their size."""
+        table = self._input("int8_t", packed.tables, np.int8)
+        entries = self._input("uint8_t", packed.entries, np.uint8)
+        starts = self._input("uint16_t", packed.row_starts, np.uint16)
+        descriptor = self.ffi.new(
+            "tk_sparse_codebook *",
+            {
+                "table": table,
+                "entries": entries,
+                "row_starts": starts,
+                "table_stride": 0 if packed.shared_table else 16,
+                "row_count": packed.shape[0],
+                "entry_count": packed.entries.size,
+            },
+        )
+        return descriptor, table, entries, starts
+
+    def sparse_codebook_check(self, packed: Any, rows: int, row_length: int) -> int:
+        descriptor, *_ = self.sparse_codebook(packed)
+        return int(self.lib.tk_sparse_codebook_check(descriptor, rows, row_length))
+
+    def conv2d_sparse_codebook(
+        self,
+        input: np.ndarray,
+        packed: Any,
+        filter_shape: Shape,
+        bias: np.ndarray | None,
+        *,
+        output_size: Pair,
+        **params: Any,
+    ) -> np.ndarray:
+        """Run tk_conv2d_sparse_codebook_s8; parameters as conv2d."""
+        output_shape = (input.shape[0], *output_size, filter_shape[0])
+        conv_params, (quant, *_) = self._conv_arguments(**params)
+        input_dims = self.ffi.new("tk_dims *", _dims(input.shape))
+        filter_dims = self.ffi.new("tk_dims *", _dims(filter_shape))
+        output_dims = self.ffi.new("tk_dims *", _dims(output_shape))
+        descriptor, *_arrays = self.sparse_codebook(packed)
+        status = self.lib.tk_conv2d_s8_check(
+            conv_params, quant, input_dims, filter_dims, output_dims
+        )
+        self._require_ok(status, "tk_conv2d_s8_check")
+        row_length = int(np.prod(filter_shape[1:]))
+        status = self.lib.tk_sparse_codebook_check(descriptor, filter_shape[0], row_length)
+        self._require_ok(status, "tk_sparse_codebook_check")
+
+        input_buffer = self._input("int8_t", input, np.int8)
+        bias_buffer = self._optional_bias(bias)
+        return self._run_guarded(
+            lambda output: self.lib.tk_conv2d_sparse_codebook_s8(
+                conv_params,
+                quant,
+                input_dims,
+                input_buffer,
+                filter_dims,
+                descriptor,
+                bias_buffer,
+                output_dims,
+                output,
+            ),
+            "int8_t",
+            np.int8,
+            output_shape,
+        )
+
+    def fully_connected_sparse_codebook(
+        self, input: np.ndarray, packed: Any, bias: np.ndarray | None, **params: Any
+    ) -> np.ndarray:
+        """Run tk_fully_connected_sparse_codebook_s8; parameters as
+        fully_connected (filter_offset 0)."""
+        batches, depth = input.shape
+        units = packed.shape[0]
+        fc_params, (quant, *_) = self._fully_connected_arguments(**params)
+        descriptor, *_arrays = self.sparse_codebook(packed)
+        status = self.lib.tk_fully_connected_s8_check(fc_params, quant, batches, depth, units)
+        self._require_ok(status, "tk_fully_connected_s8_check")
+        status = self.lib.tk_sparse_codebook_check(descriptor, units, depth)
+        self._require_ok(status, "tk_sparse_codebook_check")
+
+        input_buffer = self._input("int8_t", input, np.int8)
+        bias_buffer = self._optional_bias(bias)
+        return self._run_guarded(
+            lambda output: self.lib.tk_fully_connected_sparse_codebook_s8(
                 fc_params,
                 quant,
                 batches,

@@ -24,6 +24,7 @@ from tests.test_kernels import (
     note_case,
 )
 from toolkit.pack.sparse import BLOCK_SHAPES, find_block_sparse, pack_block_sparse
+from toolkit.pack.sparse_codebook import find_sparse_codebook
 
 # Block shape, fraction of blocks kept, seed.
 sparsity_settings = st.tuples(
@@ -130,3 +131,79 @@ def test_find_block_sparse_round_trip() -> None:
     assert packed is not None
     np.testing.assert_array_equal(packed.unpack(), matrix)
     assert find_block_sparse(np.ones((3, 3), dtype=np.int8)) is None
+
+
+def shared_sparse_rows(rows: np.ndarray, keep: float, seed: int, shared: bool) -> np.ndarray:
+    """Prune `rows` to about `keep` nonzero and map the rest onto 15 values
+    per row (or 15 for all rows)."""
+    rng = np.random.default_rng(seed)
+    values = rng.integers(-127, 128, size=(1 if shared else rows.shape[0], 15))
+    chosen = rng.integers(0, 15, size=rows.shape)
+    mapped = np.take_along_axis(np.broadcast_to(values, (rows.shape[0], 15)), chosen, axis=1)
+    mapped[rng.random(rows.shape) >= keep] = 0
+    return mapped.astype(np.int8)
+
+
+combined_settings = st.tuples(
+    st.sampled_from([0.0, 0.05, 0.2, 0.5, 1.0]), st.integers(0, 2**32 - 1), st.booleans()
+)
+
+
+@settings(max_examples=max_examples(300), **PROPERTY_SETTINGS)
+@given(case=conv_cases(depthwise=False), layout=combined_settings)
+def test_conv2d_sparse_codebook_matches_reference(
+    kernels: KernelLibrary, case: ConvCase, layout: tuple[float, int, bool]
+) -> None:
+    keep, seed, shared = layout
+    shape = case.filter.shape
+    rows = shared_sparse_rows(case.filter.reshape(shape[0], -1), keep, seed, shared)
+    packed = find_sparse_codebook(rows)
+    assert packed is not None
+    weights = rows.reshape(shape)
+    note_case(ConvCase(case.input, weights, case.bias, case.params))
+    expected = reference.conv2d(case.input, weights, case.bias, **case.params)
+    actual = kernels.conv2d_sparse_codebook(case.input, packed, shape, case.bias, **case.params)
+    np.testing.assert_array_equal(actual, expected)
+
+
+@settings(max_examples=max_examples(300), **PROPERTY_SETTINGS)
+@given(case=fully_connected_cases(), layout=combined_settings)
+def test_fully_connected_sparse_codebook_matches_reference(
+    kernels: KernelLibrary, case: ConvCase, layout: tuple[float, int, bool]
+) -> None:
+    keep, seed, shared = layout
+    weights = shared_sparse_rows(case.filter, keep, seed, shared)
+    packed = find_sparse_codebook(weights)
+    assert packed is not None
+    params = {**case.params, "filter_offset": 0}
+    note_case(ConvCase(case.input, weights, case.bias, params))
+    expected = reference.fully_connected(case.input, weights, case.bias, **params)
+    actual = kernels.fully_connected_sparse_codebook(case.input, packed, case.bias, **params)
+    np.testing.assert_array_equal(actual, expected)
+
+
+def test_sparse_codebook_long_gaps(kernels: KernelLibrary) -> None:
+    """Nonzeros 40 positions apart need filler entries."""
+    units, depth = 3, 130
+    weights = np.zeros((units, depth), dtype=np.int8)
+    weights[:, ::40] = np.array([5, -7, 9, 11], dtype=np.int8)
+    packed = find_sparse_codebook(weights)
+    assert packed is not None
+    assert packed.entries.size > np.count_nonzero(weights)
+    np.testing.assert_array_equal(packed.unpack(), weights)
+    rng = np.random.default_rng(3)
+    inputs = rng.integers(-128, 128, size=(2, depth)).astype(np.int8)
+    params = {**FC_PARAMS, "multipliers": [1 << 30] * units, "shifts": [-3] * units}
+    expected = reference.fully_connected(inputs, weights, None, **params)
+    actual = kernels.fully_connected_sparse_codebook(inputs, packed, None, **params)
+    np.testing.assert_array_equal(actual, expected)
+
+
+def test_sparse_codebook_check_rejects_overrun(kernels: KernelLibrary) -> None:
+    weights = np.zeros((2, 20), dtype=np.int8)
+    weights[:, 19] = 3
+    packed = find_sparse_codebook(weights)
+    assert packed is not None
+    assert kernels.sparse_codebook_check(packed, 2, 20) == TK_OK
+    # The last entry of each row sits at position 19, past a row of 19.
+    assert kernels.sparse_codebook_check(packed, 2, 19) == TK_ERROR_SHAPE

@@ -115,8 +115,17 @@ def random_calibration(input_shape: InputShape, count: int = 100, seed: int = 0)
     return generator.standard_normal((count, *sizes), dtype=np.float32)
 
 
-def to_int8_tflite(model: keras.Model, calibration: np.ndarray, io_type: IoType = "int8") -> bytes:
+def to_int8_tflite(
+    model: keras.Model,
+    calibration: np.ndarray,
+    io_type: IoType = "int8",
+    per_channel_dense: bool = True,
+) -> bytes:
     """Convert a single-input Keras model to a full-integer int8 TFLite flatbuffer.
+
+    With `per_channel_dense` False, Dense weights get one scale per tensor
+    instead of one per output channel: weights shared per tensor then keep a
+    single table of int8 values, which packs smaller.
 
     Each calibration sample is fed to the converter as a batch of one. With
     io_type "int8" the model inputs and outputs are int8. With "float32" they
@@ -146,6 +155,10 @@ def to_int8_tflite(model: keras.Model, calibration: np.ndarray, io_type: IoType 
     # concrete function turns them into constants.
     converter.experimental_lower_to_saved_model = False
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    # NOTE: an experimental converter attribute (TF 2.21); it may change.
+    converter._experimental_disable_per_channel_quantization_for_dense_layers = (
+        not per_channel_dense
+    )
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.representative_dataset = lambda: _single_sample_batches(samples)
     if io_type == "int8":

@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -105,13 +106,24 @@ def _is_tflite_path(model: Any) -> bool:
 CLUSTERABLE_KERAS_LAYERS = ("Dense", "Conv2D", "DepthwiseConv2D")
 
 
-def cluster_keras_model(model: Any, settings: CompressionSettings) -> Any:
+def cluster_keras_model(
+    model: Any, settings: CompressionSettings, fine_tune: Callable[[Any], Any] | None = None
+) -> Any:
     """Share weights in a Keras model as `settings` specify, without
     fine-tuning (deploy has no training data), and return a plain Keras
     model. After pruning, zeros keep a centroid pinned at 0 so they stay
-    pruned."""
-    preserve_zeros = settings.pruning
+    pruned.
+
+    Dense layers share one table per layer: the converter quantizes their
+    weights per tensor, so the int8 values keep a single table of K values.
+    Convolutions get one table per output channel, because each channel has
+    its own int8 scale. The packer checks the int8 tensor in any case.
+    `fine_tune`, when given, trains the shared values before stripping.
+    """
     from toolkit.compress import cluster, strip_clustering
+
+    preserve_zeros = settings.pruning
+    dense_layers = {layer.name for layer in model.layers if type(layer).__name__ == "Dense"}
 
     clusterable = [
         layer.name for layer in model.layers if type(layer).__name__ in CLUSTERABLE_KERAS_LAYERS
@@ -127,11 +139,17 @@ def cluster_keras_model(model: Any, settings: CompressionSettings) -> Any:
         rest = [name for name in clusterable if name not in settings.excluded()]
         groups.setdefault(settings.cluster, []).extend(rest)  # type: ignore[union-attr]
     for clusters, names in sorted(groups.items()):
-        if names:
-            clustered = cluster(
-                model, clusters=clusters, layers=list(names), preserve_zeros=preserve_zeros
-            )
-            model = strip_clustering(clustered)
+        for per_channel in (True, False):
+            chosen = [name for name in names or [] if (name in dense_layers) != per_channel]
+            if chosen:
+                clustered = cluster(
+                    model,
+                    clusters=clusters,
+                    per_channel=per_channel,
+                    layers=chosen,
+                    preserve_zeros=preserve_zeros,
+                )
+                model = strip_clustering(clustered)
     return model
 
 
@@ -198,7 +216,7 @@ def compress_keras_model(
 ) -> Any:
     """Apply the Keras-side steps in Deep Compression's order: factorize,
     prune, fine-tune by distillation (pruned weights stay zero), then share
-    weights. Returns a plain Keras model."""
+    weights and fine-tune the shared values. Returns a plain Keras model."""
     original = model
     if tuning.factorize is not None:
         from toolkit.compress.factorize import factorize
@@ -210,15 +228,10 @@ def compress_keras_model(
         model = result.model
     if settings.pruning:
         model = prune_keras_model(model, settings)
+    fine_tune = None
     if tuning.train is not None:
-        from toolkit.compress.distill import distill
-        from toolkit.keras_io import load_model
-
-        x, y = load_training_data(tuning.train)
-        teacher = tuning.teacher if tuning.teacher is not None else original
-        if isinstance(teacher, (str, os.PathLike)):
-            teacher = load_model(teacher)
-        model = distill(teacher, model, (x, y), epochs=tuning.epochs, verbose=0)
+        fine_tune = _distillation(tuning, original)
+        model = fine_tune(model)
     elif tuning.teacher is not None:
         raise ToolkitError("a teacher needs training data: pass --train DATA.npz with x and y")
     if settings.pruning:
@@ -226,8 +239,25 @@ def compress_keras_model(
 
         model = strip_pruning(model)
     if settings.enabled:
-        model = cluster_keras_model(model, settings)
+        model = cluster_keras_model(model, settings, fine_tune)
     return model
+
+
+def _distillation(tuning: FineTuning, original: Any) -> Callable[[Any], Any]:
+    """A function that fine-tunes a student by distillation on the training
+    data, from the teacher (by default the model before compression)."""
+    from toolkit.compress.distill import distill
+    from toolkit.keras_io import load_model
+
+    x, y = load_training_data(tuning.train)
+    teacher = tuning.teacher if tuning.teacher is not None else original
+    if isinstance(teacher, (str, os.PathLike)):
+        teacher = load_model(teacher)
+
+    def fine_tune(student: Any) -> Any:
+        return distill(teacher, student, (x, y), epochs=tuning.epochs, verbose=0)
+
+    return fine_tune
 
 
 def prune_keras_model(model: Any, settings: CompressionSettings) -> Any:
@@ -355,7 +385,12 @@ def _read_or_convert(
     if io_type not in ("int8", "float32"):
         raise ToolkitError(f"unknown io_type '{io_type}'; use 'int8' or 'float32'")
     interface: Literal["int8", "float32"] = "int8" if io_type == "int8" else "float32"
-    return convert.to_int8_tflite(keras_model, samples, io_type=interface), source
+    # Dense weights shared per tensor keep one table only under a per-tensor scale.
+    per_channel_dense = not compression.enabled
+    flatbuffer = convert.to_int8_tflite(
+        keras_model, samples, io_type=interface, per_channel_dense=per_channel_dense
+    )
+    return flatbuffer, source
 
 
 def _prepare_output(out: Path) -> None:

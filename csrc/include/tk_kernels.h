@@ -193,6 +193,24 @@ typedef struct {
   int32_t block_count;
 } tk_block_sparse;
 
+/* Pruned and shared weights together (Deep Compression's storage): per
+ * row, only the nonzero weights, each as one byte whose high four bits are
+ * the count of positions skipped since the previous stored weight and whose
+ * low four bits index the row's 16-entry int8 table. A gap of more than 15
+ * is bridged by filler entries that point at a table entry of 0.
+ * - table: 16 int8 values per row (table_stride 16), or one shared table
+ *   (table_stride 0).
+ * - entries: entry_count bytes; row i owns [row_starts[i], row_starts[i+1]).
+ * - row_starts: row_count + 1 entries, the last one entry_count. */
+typedef struct {
+  const int8_t *table;
+  const uint8_t *entries;
+  const uint16_t *row_starts;
+  int32_t table_stride;
+  int32_t row_count;
+  int32_t entry_count;
+} tk_sparse_codebook;
+
 /* Requantize a 32-bit accumulator: x * multiplier * 2^(shift - 31), rounded
  * as TFLM's MultiplyByQuantizedMultiplier (double rounding). */
 int32_t tk_requantize(int32_t x, int32_t multiplier, int32_t shift);
@@ -297,6 +315,23 @@ void tk_fully_connected_block_sparse_s8(const tk_fully_connected_params *params,
                                         int32_t depth, int32_t units, const int8_t *input,
                                         const tk_block_sparse *filter, const int32_t *bias,
                                         int8_t *output);
+
+/* Sparse-codebook variants of CONV_2D and FULLY_CONNECTED. The check
+ * verifies the row starts and that no row's entries run past row_length.
+ * Weight zero points must be 0: the fully connected kernel ignores
+ * filter_offset. */
+tk_status tk_sparse_codebook_check(const tk_sparse_codebook *sparse, int32_t rows,
+                                   int32_t row_length);
+void tk_conv2d_sparse_codebook_s8(const tk_conv_params *params, const tk_quant_per_channel *quant,
+                                  const tk_dims *input_dims, const int8_t *input,
+                                  const tk_dims *filter_dims, const tk_sparse_codebook *filter,
+                                  const int32_t *bias, const tk_dims *output_dims,
+                                  int8_t *output);
+void tk_fully_connected_sparse_codebook_s8(const tk_fully_connected_params *params,
+                                           const tk_quant_per_channel *quant, int32_t batches,
+                                           int32_t depth, int32_t units, const int8_t *input,
+                                           const tk_sparse_codebook *filter, const int32_t *bias,
+                                           int8_t *output);
 
 /* QUANTIZE float32 -> int8: round(x / scale) + zero_point, clamped. */
 void tk_quantize_f32_s8(const tk_affine *output_quant, int32_t size, const float *input,

@@ -15,6 +15,7 @@ from toolkit.errors import ToolkitError
 from toolkit.ir import Graph, Op, Tensor
 from toolkit.pack import CodebookTensor, find_codebook
 from toolkit.pack.sparse import BlockSparseTensor, find_block_sparse
+from toolkit.pack.sparse_codebook import SparseCodebookTensor, find_sparse_codebook
 
 PADDING_SAME = 0
 
@@ -185,6 +186,10 @@ def _pack_weights(ctx: LayerContext, op: Op, rows: np.ndarray) -> PackedWeights:
         sparse = find_block_sparse(rows)
         if sparse is not None:
             candidates.append(_sparse_weights(ctx, op, weights, rows, sparse))
+    if ctx.weight_format == "auto" and symmetric and op.kind in SPARSE_OPS and not rows.all():
+        combined = find_sparse_codebook(rows)
+        if combined is not None:
+            candidates.append(_sparse_codebook_weights(ctx, op, weights, rows, combined))
 
     if ctx.weight_format == "auto":
         chosen = min(candidates, key=lambda packed: packed.nbytes)
@@ -254,6 +259,34 @@ def _codebook_weights(
         _stats(
             f"codebook {codebook.bits}-bit", rows, 0, codebook.table_bytes, codebook.index_bytes
         ),
+    )
+
+
+def _sparse_codebook_weights(
+    ctx: LayerContext, op: Op, weights: Tensor, rows: np.ndarray, packed: SparseCodebookTensor
+) -> PackedWeights:
+    table = ctx.symbol(op, "table")
+    entries = ctx.symbol(op, "entries")
+    starts = ctx.symbol(op, "row_starts")
+    descriptor = ctx.symbol(op, "sparse_codebook")
+    stride = 0 if packed.shared_table else 16
+    declaration = (
+        f"static const tk_sparse_codebook {descriptor} = {{{table}, {entries}, {starts}, "
+        f"{stride}, {rows.shape[0]}, {packed.entries.size}}};\n"
+    )
+    return PackedWeights(
+        weights,
+        None,
+        [
+            WeightArray(table, "int8", packed.tables),
+            WeightArray(entries, "uint8", packed.entries),
+            WeightArray(starts, "uint16", packed.row_starts),
+        ],
+        f"&{descriptor}",
+        "sparse_codebook_s8",
+        [declaration],
+        [f"tk_sparse_codebook_check(&{descriptor}, {rows.shape[0]}, {rows.shape[1]})"],
+        _stats("sparse codebook 4-bit", rows, 0, packed.table_bytes, packed.index_bytes),
     )
 
 

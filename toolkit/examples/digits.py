@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -157,35 +156,16 @@ def cluster_and_fine_tune(
     return strip_clustering(clustered)
 
 
-def run_example(
-    out: str | os.PathLike[str] = "digits_model",
-    epochs: int = 30,
-    seed: int = 0,
-    clusters: int | None = None,
-    fine_tune_epochs: int = 10,
-) -> ExampleResult:
-    """Train, deploy and evaluate the digits CNN; the C code goes to `out`.
-
-    With `clusters`, the trained model's weights are shared (Deep
-    Compression) and fine-tuned before deployment, and the generated code
-    stores them as codebook indices.
-    """
+def evaluate_deployment(out: str | os.PathLike[str], data: DigitsData) -> tuple[float, float, int]:
+    """Test accuracy of the deployed int8 model run by TFLM and of its
+    generated C run on the host, and the count of test samples on which
+    their outputs differ."""
     from toolkit.build import HostModel, TensorSpec, build_host_library
     from toolkit.reference import make_interpreter, run_tflm
+    from toolkit.validate import load_deployment
 
-    data = load_digits_data(seed)
-    model = train_model(data, epochs=epochs, seed=seed)
-    float_accuracy = _accuracy(model, data)
-    clustered_accuracy = None
-    if clusters is not None:
-        model = cluster_and_fine_tune(model, data, clusters, fine_tune_epochs, seed)
-        clustered_accuracy = _accuracy(model, data)
-
-    deployment = deploy(model, out, calibration=data.x_train)
-    report = deployment.report
-    flatbuffer = (Path(out) / "model.tflite").read_bytes()
+    report, flatbuffer, _ = load_deployment(out)
     inputs = _quantize_inputs(data.x_test, report["inputs"][0])
-
     specs = [
         [TensorSpec(e["name"], tuple(e["shape"]), e["dtype"]) for e in report[role]]
         for role in ("inputs", "outputs")
@@ -203,12 +183,42 @@ def run_example(
             tflm_labels.append(int(np.argmax(theirs)))
     finally:
         shutil.rmtree(library.parent, ignore_errors=True)
+    return (
+        float(np.mean(np.array(tflm_labels) == data.y_test)),
+        float(np.mean(np.array(c_labels) == data.y_test)),
+        mismatched,
+    )
+
+
+def run_example(
+    out: str | os.PathLike[str] = "digits_model",
+    epochs: int = 30,
+    seed: int = 0,
+    clusters: int | None = None,
+    fine_tune_epochs: int = 10,
+) -> ExampleResult:
+    """Train, deploy and evaluate the digits CNN; the C code goes to `out`.
+
+    With `clusters`, the trained model's weights are shared (Deep
+    Compression) and fine-tuned before deployment, and the generated code
+    stores them as codebook indices.
+    """
+    data = load_digits_data(seed)
+    model = train_model(data, epochs=epochs, seed=seed)
+    float_accuracy = _accuracy(model, data)
+    clustered_accuracy = None
+    if clusters is not None:
+        model = cluster_and_fine_tune(model, data, clusters, fine_tune_epochs, seed)
+        clustered_accuracy = _accuracy(model, data)
+
+    deployment = deploy(model, out, calibration=data.x_train)
+    tflite_accuracy, c_accuracy, mismatched = evaluate_deployment(out, data)
 
     return ExampleResult(
         deployment=deployment,
         float_accuracy=float_accuracy,
-        tflite_accuracy=float(np.mean(np.array(tflm_labels) == data.y_test)),
-        c_accuracy=float(np.mean(np.array(c_labels) == data.y_test)),
+        tflite_accuracy=tflite_accuracy,
+        c_accuracy=c_accuracy,
         test_samples=len(data.y_test),
         mismatched_samples=mismatched,
         clusters=clusters,
