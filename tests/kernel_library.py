@@ -145,6 +145,15 @@ typedef struct {
   int32_t row_count;
   int32_t entry_count;
 } tk_sparse_codebook;
+typedef struct {
+  const int8_t *values;
+  const uint8_t *positions;
+  int32_t n;
+  int32_t m;
+  int32_t position_bits;
+  int32_t row_bytes;
+  int32_t row_count;
+} tk_n_m;
 
 int32_t tk_requantize(int32_t x, int32_t multiplier, int32_t shift);
 
@@ -239,6 +248,16 @@ void tk_fully_connected_sparse_codebook_s8(const tk_fully_connected_params *para
                                            int32_t depth, int32_t units, const int8_t *input,
                                            const tk_sparse_codebook *filter, const int32_t *bias,
                                            int8_t *output);
+
+tk_status tk_n_m_check(const tk_n_m *sparse, int32_t rows, int32_t row_length);
+void tk_conv2d_n_m_s8(const tk_conv_params *params, const tk_quant_per_channel *quant,
+                      const tk_dims *input_dims, const int8_t *input, const tk_dims *filter_dims,
+                      const tk_n_m *filter, const int32_t *bias, const tk_dims *output_dims,
+                      int8_t *output);
+void tk_fully_connected_n_m_s8(const tk_fully_connected_params *params,
+                               const tk_quant_per_channel *quant, int32_t batches, int32_t depth,
+                               int32_t units, const int8_t *input, const tk_n_m *filter,
+                               const int32_t *bias, int8_t *output);
 
 void *malloc(size_t size);
 void free(void *pointer);
@@ -1184,6 +1203,108 @@ class KernelLibrary:
         bias_buffer = self._optional_bias(bias)
         return self._run_guarded(
             lambda output: self.lib.tk_fully_connected_sparse_codebook_s8(
+                fc_params,
+                quant,
+                batches,
+                depth,
+                units,
+                input_buffer,
+                descriptor,
+                bias_buffer,
+                output,
+            ),
+            "int8_t",
+            np.int8,
+            (batches, units),
+        )
+
+    # N:M variants (n values and positions per group of m weights).
+
+    def n_m(self, packed: Any) -> tuple[Any, ...]:
+        """Build a tk_n_m from a toolkit.pack.n_m.NMTensor, with its arrays in
+        malloc blocks of exactly their size."""
+        values = self._input("int8_t", packed.values, np.int8)
+        positions = self._input("uint8_t", packed.positions, np.uint8)
+        descriptor = self.ffi.new(
+            "tk_n_m *",
+            {
+                "values": values,
+                "positions": positions,
+                "n": packed.n,
+                "m": packed.m,
+                "position_bits": packed.position_bits,
+                "row_bytes": packed.positions.shape[1],
+                "row_count": packed.shape[0],
+            },
+        )
+        return descriptor, values, positions
+
+    def n_m_check(self, packed: Any, rows: int, row_length: int) -> int:
+        descriptor, *_ = self.n_m(packed)
+        return int(self.lib.tk_n_m_check(descriptor, rows, row_length))
+
+    def conv2d_n_m(
+        self,
+        input: np.ndarray,
+        packed: Any,
+        filter_shape: Shape,
+        bias: np.ndarray | None,
+        *,
+        output_size: Pair,
+        **params: Any,
+    ) -> np.ndarray:
+        """Run tk_conv2d_n_m_s8; parameters as conv2d."""
+        output_shape = (input.shape[0], *output_size, filter_shape[0])
+        conv_params, (quant, *_) = self._conv_arguments(**params)
+        input_dims = self.ffi.new("tk_dims *", _dims(input.shape))
+        filter_dims = self.ffi.new("tk_dims *", _dims(filter_shape))
+        output_dims = self.ffi.new("tk_dims *", _dims(output_shape))
+        descriptor, *_arrays = self.n_m(packed)
+        status = self.lib.tk_conv2d_s8_check(
+            conv_params, quant, input_dims, filter_dims, output_dims
+        )
+        self._require_ok(status, "tk_conv2d_s8_check")
+        row_length = int(np.prod(filter_shape[1:]))
+        status = self.lib.tk_n_m_check(descriptor, filter_shape[0], row_length)
+        self._require_ok(status, "tk_n_m_check")
+
+        input_buffer = self._input("int8_t", input, np.int8)
+        bias_buffer = self._optional_bias(bias)
+        return self._run_guarded(
+            lambda output: self.lib.tk_conv2d_n_m_s8(
+                conv_params,
+                quant,
+                input_dims,
+                input_buffer,
+                filter_dims,
+                descriptor,
+                bias_buffer,
+                output_dims,
+                output,
+            ),
+            "int8_t",
+            np.int8,
+            output_shape,
+        )
+
+    def fully_connected_n_m(
+        self, input: np.ndarray, packed: Any, bias: np.ndarray | None, **params: Any
+    ) -> np.ndarray:
+        """Run tk_fully_connected_n_m_s8; parameters as fully_connected
+        (filter_offset 0)."""
+        batches, depth = input.shape
+        units = packed.shape[0]
+        fc_params, (quant, *_) = self._fully_connected_arguments(**params)
+        descriptor, *_arrays = self.n_m(packed)
+        status = self.lib.tk_fully_connected_s8_check(fc_params, quant, batches, depth, units)
+        self._require_ok(status, "tk_fully_connected_s8_check")
+        status = self.lib.tk_n_m_check(descriptor, units, depth)
+        self._require_ok(status, "tk_n_m_check")
+
+        input_buffer = self._input("int8_t", input, np.int8)
+        bias_buffer = self._optional_bias(bias)
+        return self._run_guarded(
+            lambda output: self.lib.tk_fully_connected_n_m_s8(
                 fc_params,
                 quant,
                 batches,

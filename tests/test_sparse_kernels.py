@@ -23,6 +23,7 @@ from tests.test_kernels import (
     max_examples,
     note_case,
 )
+from toolkit.pack.n_m import PATTERNS, pack_n_m
 from toolkit.pack.sparse import BLOCK_SHAPES, find_block_sparse, pack_block_sparse
 from toolkit.pack.sparse_codebook import find_sparse_codebook
 
@@ -207,3 +208,66 @@ def test_sparse_codebook_check_rejects_overrun(kernels: KernelLibrary) -> None:
     assert kernels.sparse_codebook_check(packed, 2, 20) == TK_OK
     # The last entry of each row sits at position 19, past a row of 19.
     assert kernels.sparse_codebook_check(packed, 2, 19) == TK_ERROR_SHAPE
+
+
+n_m_settings = st.tuples(st.sampled_from(PATTERNS), st.integers(0, 2**32 - 1))
+
+
+def n_m_rows(rows: np.ndarray, n: int, m: int, seed: int) -> np.ndarray:
+    """Keep at most n random weights of every m (some groups fewer)."""
+    rng = np.random.default_rng(seed)
+    pruned = np.zeros_like(rows)
+    for start in range(0, rows.shape[1], m):
+        width = min(m, rows.shape[1] - start)
+        for row in range(rows.shape[0]):
+            keep = rng.permutation(width)[: rng.integers(0, n + 1)]
+            pruned[row, start + keep] = rows[row, start + keep]
+    return pruned
+
+
+@settings(max_examples=max_examples(300), **PROPERTY_SETTINGS)
+@given(case=conv_cases(depthwise=False), layout=n_m_settings)
+def test_conv2d_n_m_matches_reference(
+    kernels: KernelLibrary, case: ConvCase, layout: tuple[tuple[int, int], int]
+) -> None:
+    (n, m), seed = layout
+    shape = case.filter.shape
+    rows = n_m_rows(case.filter.reshape(shape[0], -1), n, m, seed)
+    packed = pack_n_m(rows, n, m)
+    assert packed is not None
+    weights = rows.reshape(shape)
+    note_case(ConvCase(case.input, weights, case.bias, case.params))
+    expected = reference.conv2d(case.input, weights, case.bias, **case.params)
+    actual = kernels.conv2d_n_m(case.input, packed, shape, case.bias, **case.params)
+    np.testing.assert_array_equal(actual, expected)
+
+
+@settings(max_examples=max_examples(300), **PROPERTY_SETTINGS)
+@given(case=fully_connected_cases(), layout=n_m_settings)
+def test_fully_connected_n_m_matches_reference(
+    kernels: KernelLibrary, case: ConvCase, layout: tuple[tuple[int, int], int]
+) -> None:
+    (n, m), seed = layout
+    weights = n_m_rows(case.filter, n, m, seed)
+    packed = pack_n_m(weights, n, m)
+    assert packed is not None
+    params = {**case.params, "filter_offset": 0}
+    note_case(ConvCase(case.input, weights, case.bias, params))
+    expected = reference.fully_connected(case.input, weights, case.bias, **params)
+    actual = kernels.fully_connected_n_m(case.input, packed, case.bias, **params)
+    np.testing.assert_array_equal(actual, expected)
+
+
+def test_n_m_rejects_dense_groups() -> None:
+    weights = np.ones((2, 8), dtype=np.int8)
+    assert pack_n_m(weights, 2, 4) is None
+
+
+def test_n_m_check_rejects_short_rows(kernels: KernelLibrary) -> None:
+    weights = np.zeros((2, 8), dtype=np.int8)
+    weights[:, 7] = 4
+    packed = pack_n_m(weights, 2, 4)
+    assert packed is not None
+    assert kernels.n_m_check(packed, 2, 8) == TK_OK
+    # Position 7 lies past a row of 7.
+    assert kernels.n_m_check(packed, 2, 7) == TK_ERROR_SHAPE

@@ -64,9 +64,10 @@ def _profile(args: argparse.Namespace) -> int:
     model = args.model
     is_tflite = str(args.model).lower().endswith(".tflite")
     if is_tflite:
+        hint = "" if args.arena else "; pass --arena for its memory figures"
         print(
             f"{args.model} is a .tflite file, so the per-layer table of the Keras model is "
-            "skipped (`toolkit deploy` reports its layers); pass --arena for its memory figures"
+            f"skipped (`toolkit deploy` reports its layers){hint}"
         )
     else:
         from toolkit.design import profile

@@ -72,7 +72,10 @@ def _check_clusters(value: Any, where: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 256:
-        raise ToolkitError(f"{where}: cluster must be an integer in 1..256 or null, got {value!r}")
+        raise ToolkitError(
+            f"{where}: cluster must be an integer in 1..256 (or null in a config file), "
+            f"got {value!r}"
+        )
     return value
 
 

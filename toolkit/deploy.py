@@ -37,8 +37,8 @@ logger = logging.getLogger(__name__)
 TARGETS = ("host",)
 RANDOM_CALIBRATION_WARNING = (
     "no calibration data given: calibrating on {count} random inputs, so the int8 scales do "
-    "not match real data and accuracy will suffer; pass --calibration with a few hundred real "
-    "samples (.npy or .npz)"
+    "not match real data and accuracy will suffer; give a few hundred real samples (.npy or "
+    ".npz) as calibration data, e.g. `toolkit deploy --calibration DATA`"
 )
 
 MAKEFILE = """\
@@ -535,6 +535,7 @@ def deploy(
                     "weight_bytes": info.weight_bytes,
                     "format": info.weight_format,
                     "int8_weight_bytes": info.int8_weight_bytes,
+                    "sparsity": round(info.sparsity, 4),
                     "bits_per_weight": round(info.bits_per_weight, 3),
                     "value_bytes": info.value_bytes,
                     "codebook_bytes": info.codebook_bytes,

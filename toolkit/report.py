@@ -71,6 +71,7 @@ def _layer_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]], se
         "MACs",
         "weight bytes",
         "format",
+        "sparsity",
         "bits/weight",
         "values",
         "table",
@@ -80,6 +81,7 @@ def _layer_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]], se
     rows = []
     for layer in report["layers"]:
         int8_bytes = layer.get("int8_weight_bytes", 0)
+        sparsity = f"{layer.get('sparsity', 0.0):.0%}" if int8_bytes else ""
         packing = ["", "", "", "", ""]
         if int8_bytes and layer["format"] != "int8":
             packed = layer["value_bytes"] + layer["codebook_bytes"] + layer["index_bytes"]
@@ -100,6 +102,7 @@ def _layer_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]], se
                 f"{layer['macs']:,}",
                 f"{layer['weight_bytes']:,}",
                 layer["format"],
+                sparsity,
                 *packing,
             ]
         )
@@ -116,4 +119,4 @@ def _layer_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]], se
     ]
     total += [""] * (len(headers) - len(total))
     rows.append(total)
-    return headers, rows, {0, 4, 5, 6, 8, 9, 10, 11, 12}
+    return headers, rows, {0, 4, 5, 6, 8, 9, 10, 11, 12, 13}

@@ -211,6 +211,23 @@ typedef struct {
   int32_t entry_count;
 } tk_sparse_codebook;
 
+/* Weights pruned to an N:M pattern: in every group of m consecutive weights
+ * of a row, only n are kept, as n int8 values plus n positions inside the
+ * group. Groups with fewer than n nonzero weights store zeros.
+ * - values: row_count * groups * n int8 values, groups = ceil(row_length / m).
+ * - positions: per row, row_bytes bytes of bit-packed positions (position
+ *   bits wide, least significant bit first), one per stored value.
+ * - n, m: 1 <= n < m <= 256; position_bits: bits per position (m <= 2^bits). */
+typedef struct {
+  const int8_t *values;
+  const uint8_t *positions;
+  int32_t n;
+  int32_t m;
+  int32_t position_bits;
+  int32_t row_bytes;
+  int32_t row_count;
+} tk_n_m;
+
 /* Requantize a 32-bit accumulator: x * multiplier * 2^(shift - 31), rounded
  * as TFLM's MultiplyByQuantizedMultiplier (double rounding). */
 int32_t tk_requantize(int32_t x, int32_t multiplier, int32_t shift);
@@ -332,6 +349,19 @@ void tk_fully_connected_sparse_codebook_s8(const tk_fully_connected_params *para
                                            int32_t depth, int32_t units, const int8_t *input,
                                            const tk_sparse_codebook *filter, const int32_t *bias,
                                            int8_t *output);
+
+/* N:M variants of CONV_2D and FULLY_CONNECTED. The check verifies that
+ * every stored position lies inside its group and its row. Weight zero
+ * points must be 0: the fully connected kernel ignores filter_offset. */
+tk_status tk_n_m_check(const tk_n_m *sparse, int32_t rows, int32_t row_length);
+void tk_conv2d_n_m_s8(const tk_conv_params *params, const tk_quant_per_channel *quant,
+                      const tk_dims *input_dims, const int8_t *input, const tk_dims *filter_dims,
+                      const tk_n_m *filter, const int32_t *bias, const tk_dims *output_dims,
+                      int8_t *output);
+void tk_fully_connected_n_m_s8(const tk_fully_connected_params *params,
+                               const tk_quant_per_channel *quant, int32_t batches, int32_t depth,
+                               int32_t units, const int8_t *input, const tk_n_m *filter,
+                               const int32_t *bias, int8_t *output);
 
 /* QUANTIZE float32 -> int8: round(x / scale) + zero_point, clamped. */
 void tk_quantize_f32_s8(const tk_affine *output_quant, int32_t size, const float *input,

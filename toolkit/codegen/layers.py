@@ -14,6 +14,7 @@ from toolkit.codegen.c_writer import c_type, comment_text, dims_initializer, int
 from toolkit.errors import ToolkitError
 from toolkit.ir import Graph, Op, Tensor
 from toolkit.pack import CodebookTensor, find_codebook
+from toolkit.pack.n_m import NMTensor, find_n_m
 from toolkit.pack.sparse import BlockSparseTensor, find_block_sparse
 from toolkit.pack.sparse_codebook import SparseCodebookTensor, find_sparse_codebook
 
@@ -47,6 +48,7 @@ class LayerInfo:
     weight_bytes: int = 0
     weight_format: str = "-"
     int8_weight_bytes: int = 0
+    sparsity: float = 0.0
     bits_per_weight: float = 0.0
     value_bytes: int = 0
     codebook_bytes: int = 0
@@ -186,6 +188,10 @@ def _pack_weights(ctx: LayerContext, op: Op, rows: np.ndarray) -> PackedWeights:
         sparse = find_block_sparse(rows)
         if sparse is not None:
             candidates.append(_sparse_weights(ctx, op, weights, rows, sparse))
+    if ctx.weight_format in ("auto", "sparse") and symmetric and op.kind in SPARSE_OPS:
+        n_m = find_n_m(rows)
+        if n_m is not None:
+            candidates.append(_n_m_weights(ctx, op, weights, rows, n_m))
     if ctx.weight_format == "auto" and symmetric and op.kind in SPARSE_OPS and not rows.all():
         combined = find_sparse_codebook(rows)
         if combined is not None:
@@ -195,11 +201,15 @@ def _pack_weights(ctx: LayerContext, op: Op, rows: np.ndarray) -> PackedWeights:
         chosen = min(candidates, key=lambda packed: packed.nbytes)
     else:
         # The requested format where it applies, int8 elsewhere.
-        prefix = {"int8": "int8", "codebook": "codebook", "sparse": "block-sparse"}
-        chosen = next(
-            (c for c in candidates if c.stats["format"].startswith(prefix[ctx.weight_format])),
-            candidates[0],
-        )
+        # "sparse" takes the smaller of the block-sparse and N:M encodings.
+        kinds = {"int8": ("int8",), "codebook": ("codebook",), "sparse": ("block-sparse", ":")}
+        matching = [
+            c
+            for c in candidates
+            if any(kind in c.stats["format"] for kind in kinds[ctx.weight_format])
+            and not c.stats["format"].startswith("sparse codebook")
+        ]
+        chosen = min(matching, key=lambda packed: packed.nbytes) if matching else candidates[0]
     chosen.bias = bias
     chosen.arrays += bias_arrays
     return chosen
@@ -212,6 +222,7 @@ def _stats(fmt: str, rows: np.ndarray, values: int, table: int, index: int) -> d
     return {
         "format": fmt,
         "bits": 8.0 * (values + table + index) / rows.size,
+        "sparsity": float(np.mean(rows == 0)),
         "int8_bytes": int(rows.size),
         "value_bytes": values,
         "codebook_bytes": table,
@@ -259,6 +270,31 @@ def _codebook_weights(
         _stats(
             f"codebook {codebook.bits}-bit", rows, 0, codebook.table_bytes, codebook.index_bytes
         ),
+    )
+
+
+def _n_m_weights(
+    ctx: LayerContext, op: Op, weights: Tensor, rows: np.ndarray, packed: NMTensor
+) -> PackedWeights:
+    values = ctx.symbol(op, "n_m_values")
+    positions = ctx.symbol(op, "n_m_positions")
+    descriptor = ctx.symbol(op, "n_m")
+    declaration = (
+        f"static const tk_n_m {descriptor} = {{{values}, {positions}, {packed.n}, {packed.m}, "
+        f"{packed.position_bits}, {packed.positions.shape[1]}, {rows.shape[0]}}};\n"
+    )
+    return PackedWeights(
+        weights,
+        None,
+        [
+            WeightArray(values, "int8", packed.values),
+            WeightArray(positions, "uint8", packed.positions),
+        ],
+        f"&{descriptor}",
+        "n_m_s8",
+        [declaration],
+        [f"tk_n_m_check(&{descriptor}, {rows.shape[0]}, {rows.shape[1]})"],
+        _stats(f"{packed.n}:{packed.m}", rows, packed.value_bytes, 0, packed.index_bytes),
     )
 
 
@@ -379,6 +415,7 @@ def _info(
         info.weight_bytes = sum(a.nbytes for a in packed.arrays)
         info.weight_format = str(packed.stats["format"])
         info.int8_weight_bytes = int(packed.stats["int8_bytes"])
+        info.sparsity = float(packed.stats["sparsity"])
         info.bits_per_weight = float(packed.stats["bits"])
         info.value_bytes = int(packed.stats["value_bytes"])
         info.codebook_bytes = int(packed.stats["codebook_bytes"])
