@@ -17,6 +17,7 @@ never writes then shows up as a difference between the two runs.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Callable, Sequence
@@ -40,228 +41,30 @@ OUTPUT_FILLS = (0x5A, 0xC3)
 
 TK_OK = 0
 
-# The declarations of csrc/include/tk_kernels.h, plus malloc and free from
-# the C library for the input buffers.
-CDEF = """
-typedef enum {
-  TK_OK = 0,
-  TK_ERROR_NULL_POINTER = 1,
-  TK_ERROR_SHAPE = 2,
-  TK_ERROR_PARAMETER = 3
-} tk_status;
 
-typedef struct { int32_t n; int32_t h; int32_t w; int32_t c; } tk_dims;
-typedef struct { int32_t min; int32_t max; } tk_clamp;
-typedef struct { int32_t multiplier; int32_t shift; } tk_quant;
-typedef struct {
-  const int32_t *multiplier;
-  const int32_t *shift;
-  int32_t count;
-} tk_quant_per_channel;
+def header_declarations(header: Path = INCLUDE_DIR / "tk_kernels.h") -> str:
+    """The declarations of the public header for cffi's cdef: the header
+    without its preprocessor lines and the C++ guard, so that the tests
+    always see the structs and functions the C code compiles against."""
+    text = header.read_text()
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.DOTALL)
+    lines = [
+        line
+        for line in text.splitlines()
+        if not line.lstrip().startswith("#") and line.strip() not in ('extern "C" {', "}")
+    ]
+    return "\n".join(lines)
 
-typedef struct {
-  int32_t input_offset;
-  int32_t output_offset;
-  int32_t stride_h;
-  int32_t stride_w;
-  int32_t dilation_h;
-  int32_t dilation_w;
-  int32_t pad_h;
-  int32_t pad_w;
-  tk_clamp clamp;
-} tk_conv_params;
 
-typedef struct {
-  int32_t input_offset;
-  int32_t output_offset;
-  int32_t stride_h;
-  int32_t stride_w;
-  int32_t dilation_h;
-  int32_t dilation_w;
-  int32_t pad_h;
-  int32_t pad_w;
-  int32_t depth_multiplier;
-  tk_clamp clamp;
-} tk_depthwise_conv_params;
-
-typedef struct {
-  int32_t input_offset;
-  int32_t filter_offset;
-  int32_t output_offset;
-  tk_clamp clamp;
-} tk_fully_connected_params;
-
-typedef struct {
-  int32_t stride_h;
-  int32_t stride_w;
-  int32_t filter_h;
-  int32_t filter_w;
-  int32_t pad_h;
-  int32_t pad_w;
-  tk_clamp clamp;
-} tk_pool_params;
-
-typedef struct {
-  int32_t input1_offset;
-  int32_t input2_offset;
-  int32_t output_offset;
-  int32_t left_shift;
-  tk_quant input1;
-  tk_quant input2;
-  tk_quant output;
-  tk_clamp clamp;
-} tk_add_params;
-
-typedef struct {
-  int32_t input_multiplier;
-  int32_t input_left_shift;
-  int32_t diff_min;
-} tk_softmax_params;
-
-typedef struct { float scale; int32_t zero_point; } tk_affine;
-typedef struct {
-  const int8_t *table;
-  const uint8_t *indices;
-  int32_t bits;
-  int32_t table_size;
-  int32_t table_stride;
-  int32_t row_bytes;
-  int32_t row_count;
-} tk_codebook;
-typedef struct {
-  const int8_t *values;
-  const uint16_t *row_starts;
-  const uint16_t *block_columns;
-  int32_t block_rows;
-  int32_t block_cols;
-  int32_t block_row_count;
-  int32_t block_count;
-} tk_block_sparse;
-typedef struct {
-  const int8_t *table;
-  const uint8_t *entries;
-  const uint16_t *row_starts;
-  int32_t table_stride;
-  int32_t row_count;
-  int32_t entry_count;
-} tk_sparse_codebook;
-typedef struct {
-  const int8_t *values;
-  const uint8_t *positions;
-  int32_t n;
-  int32_t m;
-  int32_t position_bits;
-  int32_t row_bytes;
-  int32_t row_count;
-} tk_n_m;
-
-int32_t tk_requantize(int32_t x, int32_t multiplier, int32_t shift);
-
-tk_status tk_conv2d_s8_check(const tk_conv_params *params, const tk_quant_per_channel *quant,
-                             const tk_dims *input_dims, const tk_dims *filter_dims,
-                             const tk_dims *output_dims);
-void tk_conv2d_s8(const tk_conv_params *params, const tk_quant_per_channel *quant,
-                  const tk_dims *input_dims, const int8_t *input, const tk_dims *filter_dims,
-                  const int8_t *filter, const int32_t *bias, const tk_dims *output_dims,
-                  int8_t *output);
-
-tk_status tk_depthwise_conv2d_s8_check(const tk_depthwise_conv_params *params,
-                                       const tk_quant_per_channel *quant,
-                                       const tk_dims *input_dims, const tk_dims *filter_dims,
-                                       const tk_dims *output_dims);
-void tk_depthwise_conv2d_s8(const tk_depthwise_conv_params *params,
-                            const tk_quant_per_channel *quant, const tk_dims *input_dims,
-                            const int8_t *input, const tk_dims *filter_dims,
-                            const int8_t *filter, const int32_t *bias,
-                            const tk_dims *output_dims, int8_t *output);
-
-tk_status tk_fully_connected_s8_check(const tk_fully_connected_params *params,
-                                      const tk_quant_per_channel *quant, int32_t batches,
-                                      int32_t depth, int32_t units);
-void tk_fully_connected_s8(const tk_fully_connected_params *params,
-                           const tk_quant_per_channel *quant, int32_t batches, int32_t depth,
-                           int32_t units, const int8_t *input, const int8_t *filter,
-                           const int32_t *bias, int8_t *output);
-
-tk_status tk_pool_s8_check(const tk_pool_params *params, const tk_dims *input_dims,
-                           const tk_dims *output_dims);
-void tk_avg_pool_s8(const tk_pool_params *params, const tk_dims *input_dims, const int8_t *input,
-                    const tk_dims *output_dims, int8_t *output);
-void tk_max_pool_s8(const tk_pool_params *params, const tk_dims *input_dims, const int8_t *input,
-                    const tk_dims *output_dims, int8_t *output);
-
-tk_status tk_add_s8_check(const tk_add_params *params, const tk_dims *output_dims,
-                          const int32_t input1_strides[4], const int32_t input2_strides[4]);
-void tk_add_s8(const tk_add_params *params, const tk_dims *output_dims,
-               const int32_t input1_strides[4], const int8_t *input1,
-               const int32_t input2_strides[4], const int8_t *input2, int8_t *output);
-
-tk_status tk_softmax_s8_check(const tk_softmax_params *params, int32_t rows, int32_t depth);
-void tk_softmax_s8(const tk_softmax_params *params, int32_t rows, int32_t depth,
-                   const int8_t *input, int8_t *output);
-
-void tk_quantize_f32_s8(const tk_affine *output_quant, int32_t size, const float *input,
-                        int8_t *output);
-void tk_requantize_s8(int32_t input_zero_point, const tk_quant *quant, int32_t output_zero_point,
-                      int32_t size, const int8_t *input, int8_t *output);
-void tk_dequantize_s8_f32(const tk_affine *input_quant, int32_t size, const int8_t *input,
-                          float *output);
-
-tk_status tk_codebook_check(const tk_codebook *codebook, int32_t rows, int32_t row_length);
-void tk_conv2d_codebook_s8(const tk_conv_params *params, const tk_quant_per_channel *quant,
-                           const tk_dims *input_dims, const int8_t *input,
-                           const tk_dims *filter_dims, const tk_codebook *filter,
-                           const int32_t *bias, const tk_dims *output_dims, int8_t *output);
-void tk_depthwise_conv2d_codebook_s8(const tk_depthwise_conv_params *params,
-                                     const tk_quant_per_channel *quant,
-                                     const tk_dims *input_dims, const int8_t *input,
-                                     const tk_dims *filter_dims, const tk_codebook *filter,
-                                     const int32_t *bias, const tk_dims *output_dims,
-                                     int8_t *output);
-void tk_fully_connected_codebook_s8(const tk_fully_connected_params *params,
-                                    const tk_quant_per_channel *quant, int32_t batches,
-                                    int32_t depth, int32_t units, const int8_t *input,
-                                    const tk_codebook *filter, const int32_t *bias,
-                                    int8_t *output);
-
-tk_status tk_block_sparse_check(const tk_block_sparse *sparse, int32_t rows, int32_t row_length);
-void tk_conv2d_block_sparse_s8(const tk_conv_params *params, const tk_quant_per_channel *quant,
-                               const tk_dims *input_dims, const int8_t *input,
-                               const tk_dims *filter_dims, const tk_block_sparse *filter,
-                               const int32_t *bias, const tk_dims *output_dims,
-                               int8_t *output);
-void tk_fully_connected_block_sparse_s8(const tk_fully_connected_params *params,
-                                        const tk_quant_per_channel *quant, int32_t batches,
-                                        int32_t depth, int32_t units, const int8_t *input,
-                                        const tk_block_sparse *filter, const int32_t *bias,
-                                        int8_t *output);
-
-tk_status tk_sparse_codebook_check(const tk_sparse_codebook *sparse, int32_t rows,
-                                   int32_t row_length);
-void tk_conv2d_sparse_codebook_s8(const tk_conv_params *params, const tk_quant_per_channel *quant,
-                                  const tk_dims *input_dims, const int8_t *input,
-                                  const tk_dims *filter_dims, const tk_sparse_codebook *filter,
-                                  const int32_t *bias, const tk_dims *output_dims,
-                                  int8_t *output);
-void tk_fully_connected_sparse_codebook_s8(const tk_fully_connected_params *params,
-                                           const tk_quant_per_channel *quant, int32_t batches,
-                                           int32_t depth, int32_t units, const int8_t *input,
-                                           const tk_sparse_codebook *filter, const int32_t *bias,
-                                           int8_t *output);
-
-tk_status tk_n_m_check(const tk_n_m *sparse, int32_t rows, int32_t row_length);
-void tk_conv2d_n_m_s8(const tk_conv_params *params, const tk_quant_per_channel *quant,
-                      const tk_dims *input_dims, const int8_t *input, const tk_dims *filter_dims,
-                      const tk_n_m *filter, const int32_t *bias, const tk_dims *output_dims,
-                      int8_t *output);
-void tk_fully_connected_n_m_s8(const tk_fully_connected_params *params,
-                               const tk_quant_per_channel *quant, int32_t batches, int32_t depth,
-                               int32_t units, const int8_t *input, const tk_n_m *filter,
-                               const int32_t *bias, int8_t *output);
-
+# The header's declarations, plus malloc and free from the C library for the
+# input buffers.
+CDEF = (
+    header_declarations()
+    + """
 void *malloc(size_t size);
 void free(void *pointer);
 """
+)
 
 Pair = tuple[int, int]
 Shape = Sequence[int]

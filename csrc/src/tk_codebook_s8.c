@@ -115,13 +115,8 @@ void tk_conv2d_codebook_s8(const tk_conv_params *params, const tk_quant_per_chan
             }
           }
 
-          if (bias != NULL) {
-            acc += bias[oc];
-          }
-          acc = tk_multiply_by_quantized_multiplier(acc, quant->multiplier[oc], quant->shift[oc]);
-          acc += params->output_offset;
           output[(((size_t)batch * out_h + out_y) * out_w + out_x) * out_c + oc] =
-              (int8_t)tk_clamp_int(acc, params->clamp.min, params->clamp.max);
+              tk_output_s8(acc, bias, oc, quant, params->output_offset, &params->clamp);
         }
       }
     }
@@ -177,13 +172,8 @@ void tk_depthwise_conv2d_codebook_s8(const tk_depthwise_conv_params *params,
             }
           }
 
-          if (bias != NULL) {
-            acc += bias[oc];
-          }
-          acc = tk_multiply_by_quantized_multiplier(acc, quant->multiplier[oc], quant->shift[oc]);
-          acc += params->output_offset;
           output[(((size_t)batch * out_h + out_y) * out_w + out_x) * out_c + oc] =
-              (int8_t)tk_clamp_int(acc, params->clamp.min, params->clamp.max);
+              tk_output_s8(acc, bias, oc, quant, params->output_offset, &params->clamp);
         }
       }
     }
@@ -211,13 +201,8 @@ void tk_fully_connected_codebook_s8(const tk_fully_connected_params *params,
                (tk_codebook_weight(filter, unit, i) + params->filter_offset);
       }
 
-      if (bias != NULL) {
-        acc += bias[unit];
-      }
-      acc = tk_multiply_by_quantized_multiplier(acc, quant->multiplier[unit], quant->shift[unit]);
-      acc += params->output_offset;
       output[(size_t)batch * units + unit] =
-          (int8_t)tk_clamp_int(acc, params->clamp.min, params->clamp.max);
+          tk_output_s8(acc, bias, unit, quant, params->output_offset, &params->clamp);
     }
   }
 }

@@ -86,13 +86,8 @@ void tk_depthwise_conv2d_s8(const tk_depthwise_conv_params *params,
             }
           }
 
-          if (bias != NULL) {
-            acc += bias[oc];
-          }
-          acc = tk_multiply_by_quantized_multiplier(acc, quant->multiplier[oc], quant->shift[oc]);
-          acc += params->output_offset;
           output[(((size_t)batch * out_h + out_y) * out_w + out_x) * out_c + oc] =
-              (int8_t)tk_clamp_int(acc, params->clamp.min, params->clamp.max);
+              tk_output_s8(acc, bias, oc, quant, params->output_offset, &params->clamp);
         }
       }
     }

@@ -46,13 +46,8 @@ void tk_fully_connected_s8(const tk_fully_connected_params *params,
         acc += (row[i] + params->input_offset) * (weights[i] + params->filter_offset);
       }
 
-      if (bias != NULL) {
-        acc += bias[unit];
-      }
-      acc = tk_multiply_by_quantized_multiplier(acc, quant->multiplier[unit], quant->shift[unit]);
-      acc += params->output_offset;
       output[(size_t)batch * units + unit] =
-          (int8_t)tk_clamp_int(acc, params->clamp.min, params->clamp.max);
+          tk_output_s8(acc, bias, unit, quant, params->output_offset, &params->clamp);
     }
   }
 }

@@ -5,6 +5,7 @@
 #ifndef TK_INTERNAL_H
 #define TK_INTERNAL_H
 
+#include "tk_fixed_point.h"
 #include "tk_kernels.h"
 
 /* TK_OK when every field of dims is at least 1. */
@@ -75,6 +76,19 @@ static inline tk_status tk_check_window(int32_t input, int32_t filter, int32_t s
     return TK_ERROR_SHAPE;
   }
   return TK_OK;
+}
+
+/* The tail shared by the convolution and fully connected kernels: add the
+ * channel's bias (if any), requantize, add the output zero point, clamp. */
+static inline int8_t tk_output_s8(int32_t acc, const int32_t *bias, int32_t channel,
+                                  const tk_quant_per_channel *quant, int32_t output_offset,
+                                  const tk_clamp *clamp) {
+  if (bias != NULL) {
+    acc += bias[channel];
+  }
+  acc = tk_multiply_by_quantized_multiplier(acc, quant->multiplier[channel],
+                                            quant->shift[channel]);
+  return (int8_t)tk_clamp_int(acc + output_offset, clamp->min, clamp->max);
 }
 
 #define TK_RETURN_IF_ERROR(expr)    \

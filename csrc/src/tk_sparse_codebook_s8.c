@@ -96,13 +96,8 @@ void tk_conv2d_sparse_codebook_s8(const tk_conv_params *params, const tk_quant_p
                    table[TK_INDEX(code)];
           }
 
-          if (bias != NULL) {
-            acc += bias[oc];
-          }
-          acc = tk_multiply_by_quantized_multiplier(acc, quant->multiplier[oc], quant->shift[oc]);
-          acc += params->output_offset;
           output[(((size_t)batch * out_h + out_y) * out_w + out_x) * out_c + oc] =
-              (int8_t)tk_clamp_int(acc, params->clamp.min, params->clamp.max);
+              tk_output_s8(acc, bias, oc, quant, params->output_offset, &params->clamp);
         }
       }
     }
@@ -133,13 +128,8 @@ void tk_fully_connected_sparse_codebook_s8(const tk_fully_connected_params *para
         acc += (row[position] + params->input_offset) * table[TK_INDEX(code)];
       }
 
-      if (bias != NULL) {
-        acc += bias[unit];
-      }
-      acc = tk_multiply_by_quantized_multiplier(acc, quant->multiplier[unit], quant->shift[unit]);
-      acc += params->output_offset;
       output[(size_t)batch * units + unit] =
-          (int8_t)tk_clamp_int(acc, params->clamp.min, params->clamp.max);
+          tk_output_s8(acc, bias, unit, quant, params->output_offset, &params->clamp);
     }
   }
 }
