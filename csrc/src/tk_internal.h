@@ -1,6 +1,6 @@
 /*
- * tk_internal.h: argument checks shared by the kernels. Internal to the
- * kernel library; not part of the public API.
+ * tk_internal.h: argument checks and the output step shared by the kernels.
+ * Internal to the kernel library; not part of the public API.
  */
 #ifndef TK_INTERNAL_H
 #define TK_INTERNAL_H
