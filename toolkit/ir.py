@@ -61,13 +61,13 @@ class Tensor:
         return self.size * DTYPE_SIZES[self.dtype]
 
     def scale(self) -> float:
-        """The per-tensor scale; raises if the tensor has none."""
+        """Return the per-tensor scale; raise ValueError if the tensor has none."""
         if self.quantization is None:
             raise ValueError(f"tensor '{self.name}' has no quantization parameters")
         return float(self.quantization.scale[0])
 
     def zero_point(self) -> int:
-        """The per-tensor zero point; raises if the tensor has none."""
+        """Return the per-tensor zero point; raise ValueError if the tensor has none."""
         if self.quantization is None:
             raise ValueError(f"tensor '{self.name}' has no quantization parameters")
         return int(self.quantization.zero_point[0])
@@ -78,7 +78,7 @@ class Op:
     """One operator: its TFLite builtin name, tensor indices and options.
 
     An input index of -1 marks an optional input that is absent (a missing
-    bias). `options` holds the builtin options by their schema names in
+    bias). `options` contains the builtin options by their schema names in
     snake case, for example `stride_h` or `fused_activation_function`.
     """
 

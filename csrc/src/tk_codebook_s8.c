@@ -21,7 +21,7 @@ static inline int32_t tk_codebook_index(const uint8_t *row, int32_t position, in
   uint32_t word = row[byte];
 
   /* Only an index that crosses into the next byte reads it, and that byte
-   * is inside the row because the row holds all position*bits bits. */
+   * is inside the row because the row stores all of its index bits. */
   if (shift + bits > 8) {
     word |= (uint32_t)row[byte + 1] << 8;
   }

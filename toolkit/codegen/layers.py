@@ -165,9 +165,10 @@ def _pack_weights(ctx: LayerContext, op: Op, rows: np.ndarray) -> PackedWeights:
     """Choose the storage of the weights, viewed as one row of int8 values
     per output channel, and add the int32 bias.
 
-    "auto" takes the smallest of int8, codebook and (for CONV_2D and
-    FULLY_CONNECTED with zero points of 0) block-sparse; "codebook" and
-    "sparse" take that format wherever it applies.
+    "auto" takes the smallest of int8, codebook, and (for CONV_2D and
+    FULLY_CONNECTED with weight zero points of 0) block-sparse, N:M and
+    sparse codebook. "codebook" and "sparse" force those formats where they
+    apply, and "int8" never packs.
     """
     weights = ctx.graph.tensors[op.inputs[1]]
     assert weights.data is not None and weights.quantization is not None
