@@ -1,8 +1,8 @@
 """Arena and weight size of each reference model against TFLite Micro.
 
-For every MLPerf Tiny reference model (the three int8 .tflite files, and the
-three float .h5 files converted by the toolkit), deploy it and print:
-the toolkit's arena beside TFLM's arena (total, and the activation part that
+Deploy every MLPerf Tiny reference model: the three int8 .tflite files, and
+the three float .h5 files converted by the toolkit. For each, print the
+toolkit's arena beside TFLM's arena (its total, and the activation part that
 TFLM calls the head), and the packed weight bytes beside the .tflite file
 size. Ratios below 1 mean the toolkit needs less.
 

@@ -666,6 +666,91 @@ class KernelLibrary:
             input.shape,
         )
 
+    # Packed weight formats: shared runners, then one builder per format.
+
+    def _run_packed_conv2d(
+        self,
+        kind: str,
+        descriptor: Any,
+        input: np.ndarray,
+        filter_shape: Shape,
+        bias: np.ndarray | None,
+        output_size: Pair,
+        params: dict[str, Any],
+    ) -> np.ndarray:
+        """Check and run tk_conv2d_<kind>_s8 with a packed filter descriptor of
+        the [c_out, kh*kw*c_in] matrix; parameters as conv2d."""
+        output_shape = (input.shape[0], *output_size, filter_shape[0])
+        conv_params, (quant, *_) = self._conv_arguments(**params)
+        input_dims = self.ffi.new("tk_dims *", _dims(input.shape))
+        filter_dims = self.ffi.new("tk_dims *", _dims(filter_shape))
+        output_dims = self.ffi.new("tk_dims *", _dims(output_shape))
+        status = self.lib.tk_conv2d_s8_check(
+            conv_params, quant, input_dims, filter_dims, output_dims
+        )
+        self._require_ok(status, "tk_conv2d_s8_check")
+        row_length = int(np.prod(filter_shape[1:]))
+        status = getattr(self.lib, f"tk_{kind}_check")(descriptor, filter_shape[0], row_length)
+        self._require_ok(status, f"tk_{kind}_check")
+
+        input_buffer = self._input("int8_t", input, np.int8)
+        bias_buffer = self._optional_bias(bias)
+        kernel = getattr(self.lib, f"tk_conv2d_{kind}_s8")
+        return self._run_guarded(
+            lambda output: kernel(
+                conv_params,
+                quant,
+                input_dims,
+                input_buffer,
+                filter_dims,
+                descriptor,
+                bias_buffer,
+                output_dims,
+                output,
+            ),
+            "int8_t",
+            np.int8,
+            output_shape,
+        )
+
+    def _run_packed_fully_connected(
+        self,
+        kind: str,
+        descriptor: Any,
+        input: np.ndarray,
+        units: int,
+        bias: np.ndarray | None,
+        params: dict[str, Any],
+    ) -> np.ndarray:
+        """Check and run tk_fully_connected_<kind>_s8 with a packed weight
+        descriptor of the [units, depth] matrix; parameters as fully_connected."""
+        batches, depth = input.shape
+        fc_params, (quant, *_) = self._fully_connected_arguments(**params)
+        status = self.lib.tk_fully_connected_s8_check(fc_params, quant, batches, depth, units)
+        self._require_ok(status, "tk_fully_connected_s8_check")
+        status = getattr(self.lib, f"tk_{kind}_check")(descriptor, units, depth)
+        self._require_ok(status, f"tk_{kind}_check")
+
+        input_buffer = self._input("int8_t", input, np.int8)
+        bias_buffer = self._optional_bias(bias)
+        kernel = getattr(self.lib, f"tk_fully_connected_{kind}_s8")
+        return self._run_guarded(
+            lambda output: kernel(
+                fc_params,
+                quant,
+                batches,
+                depth,
+                units,
+                input_buffer,
+                descriptor,
+                bias_buffer,
+                output,
+            ),
+            "int8_t",
+            np.int8,
+            (batches, units),
+        )
+
     # Codebook variants (weights as b-bit indices into int8 tables).
 
     def codebook(self, packed: Any) -> tuple[Any, ...]:
@@ -701,39 +786,11 @@ class KernelLibrary:
         output_size: Pair,
         **params: Any,
     ) -> np.ndarray:
-        """Run tk_conv2d_codebook_s8 with the rows of `packed` as the filter
-        [c_out, kh, kw, c_in]; parameters as conv2d."""
-        output_shape = (input.shape[0], *output_size, filter_shape[0])
-        conv_params, (quant, *_) = self._conv_arguments(**params)
-        input_dims = self.ffi.new("tk_dims *", _dims(input.shape))
-        filter_dims = self.ffi.new("tk_dims *", _dims(filter_shape))
-        output_dims = self.ffi.new("tk_dims *", _dims(output_shape))
+        """Run tk_conv2d_codebook_s8 with `packed` as the [c_out, kh*kw*c_in]
+        view of the filter; parameters as conv2d."""
         descriptor, *_arrays = self.codebook(packed)
-        status = self.lib.tk_conv2d_s8_check(
-            conv_params, quant, input_dims, filter_dims, output_dims
-        )
-        self._require_ok(status, "tk_conv2d_s8_check")
-        row_length = int(np.prod(filter_shape[1:]))
-        status = self.lib.tk_codebook_check(descriptor, filter_shape[0], row_length)
-        self._require_ok(status, "tk_codebook_check")
-
-        input_buffer = self._input("int8_t", input, np.int8)
-        bias_buffer = self._optional_bias(bias)
-        return self._run_guarded(
-            lambda output: self.lib.tk_conv2d_codebook_s8(
-                conv_params,
-                quant,
-                input_dims,
-                input_buffer,
-                filter_dims,
-                descriptor,
-                bias_buffer,
-                output_dims,
-                output,
-            ),
-            "int8_t",
-            np.int8,
-            output_shape,
+        return self._run_packed_conv2d(
+            "codebook", descriptor, input, filter_shape, bias, output_size, params
         )
 
     def depthwise_conv2d_codebook(
@@ -785,34 +842,11 @@ class KernelLibrary:
     def fully_connected_codebook(
         self, input: np.ndarray, packed: Any, bias: np.ndarray | None, **params: Any
     ) -> np.ndarray:
-        """Run tk_fully_connected_codebook_s8 with the rows of `packed` as the
-        weights [units, depth]; parameters as fully_connected."""
-        batches, depth = input.shape
-        units = packed.indices.shape[0]
-        fc_params, (quant, *_) = self._fully_connected_arguments(**params)
+        """Run tk_fully_connected_codebook_s8 with `packed` as the weights
+        [units, depth]; parameters as fully_connected."""
         descriptor, *_arrays = self.codebook(packed)
-        status = self.lib.tk_fully_connected_s8_check(fc_params, quant, batches, depth, units)
-        self._require_ok(status, "tk_fully_connected_s8_check")
-        status = self.lib.tk_codebook_check(descriptor, units, depth)
-        self._require_ok(status, "tk_codebook_check")
-
-        input_buffer = self._input("int8_t", input, np.int8)
-        bias_buffer = self._optional_bias(bias)
-        return self._run_guarded(
-            lambda output: self.lib.tk_fully_connected_codebook_s8(
-                fc_params,
-                quant,
-                batches,
-                depth,
-                units,
-                input_buffer,
-                descriptor,
-                bias_buffer,
-                output,
-            ),
-            "int8_t",
-            np.int8,
-            (batches, units),
+        return self._run_packed_fully_connected(
+            "codebook", descriptor, input, packed.indices.shape[0], bias, params
         )
 
     # Block-sparse variants (only blocks with a nonzero weight are stored).
@@ -853,70 +887,19 @@ class KernelLibrary:
     ) -> np.ndarray:
         """Run tk_conv2d_block_sparse_s8 with `packed` as the [c_out, kh*kw*c_in]
         view of the filter; parameters as conv2d."""
-        output_shape = (input.shape[0], *output_size, filter_shape[0])
-        conv_params, (quant, *_) = self._conv_arguments(**params)
-        input_dims = self.ffi.new("tk_dims *", _dims(input.shape))
-        filter_dims = self.ffi.new("tk_dims *", _dims(filter_shape))
-        output_dims = self.ffi.new("tk_dims *", _dims(output_shape))
         descriptor, *_arrays = self.block_sparse(packed)
-        status = self.lib.tk_conv2d_s8_check(
-            conv_params, quant, input_dims, filter_dims, output_dims
-        )
-        self._require_ok(status, "tk_conv2d_s8_check")
-        row_length = int(np.prod(filter_shape[1:]))
-        status = self.lib.tk_block_sparse_check(descriptor, filter_shape[0], row_length)
-        self._require_ok(status, "tk_block_sparse_check")
-
-        input_buffer = self._input("int8_t", input, np.int8)
-        bias_buffer = self._optional_bias(bias)
-        return self._run_guarded(
-            lambda output: self.lib.tk_conv2d_block_sparse_s8(
-                conv_params,
-                quant,
-                input_dims,
-                input_buffer,
-                filter_dims,
-                descriptor,
-                bias_buffer,
-                output_dims,
-                output,
-            ),
-            "int8_t",
-            np.int8,
-            output_shape,
+        return self._run_packed_conv2d(
+            "block_sparse", descriptor, input, filter_shape, bias, output_size, params
         )
 
     def fully_connected_block_sparse(
         self, input: np.ndarray, packed: Any, bias: np.ndarray | None, **params: Any
     ) -> np.ndarray:
         """Run tk_fully_connected_block_sparse_s8 with `packed` as the weights
-        [units, depth]; parameters as fully_connected (filter_offset 0)."""
-        batches, depth = input.shape
-        units = packed.shape[0]
-        fc_params, (quant, *_) = self._fully_connected_arguments(**params)
+        [units, depth]; parameters as fully_connected."""
         descriptor, *_arrays = self.block_sparse(packed)
-        status = self.lib.tk_fully_connected_s8_check(fc_params, quant, batches, depth, units)
-        self._require_ok(status, "tk_fully_connected_s8_check")
-        status = self.lib.tk_block_sparse_check(descriptor, units, depth)
-        self._require_ok(status, "tk_block_sparse_check")
-
-        input_buffer = self._input("int8_t", input, np.int8)
-        bias_buffer = self._optional_bias(bias)
-        return self._run_guarded(
-            lambda output: self.lib.tk_fully_connected_block_sparse_s8(
-                fc_params,
-                quant,
-                batches,
-                depth,
-                units,
-                input_buffer,
-                descriptor,
-                bias_buffer,
-                output,
-            ),
-            "int8_t",
-            np.int8,
-            (batches, units),
+        return self._run_packed_fully_connected(
+            "block_sparse", descriptor, input, packed.shape[0], bias, params
         )
 
     # Sparse-codebook variants (one byte per stored weight: gap and index).
@@ -954,71 +937,21 @@ class KernelLibrary:
         output_size: Pair,
         **params: Any,
     ) -> np.ndarray:
-        """Run tk_conv2d_sparse_codebook_s8; parameters as conv2d."""
-        output_shape = (input.shape[0], *output_size, filter_shape[0])
-        conv_params, (quant, *_) = self._conv_arguments(**params)
-        input_dims = self.ffi.new("tk_dims *", _dims(input.shape))
-        filter_dims = self.ffi.new("tk_dims *", _dims(filter_shape))
-        output_dims = self.ffi.new("tk_dims *", _dims(output_shape))
+        """Run tk_conv2d_sparse_codebook_s8 with `packed` as the [c_out, kh*kw*c_in]
+        view of the filter; parameters as conv2d."""
         descriptor, *_arrays = self.sparse_codebook(packed)
-        status = self.lib.tk_conv2d_s8_check(
-            conv_params, quant, input_dims, filter_dims, output_dims
-        )
-        self._require_ok(status, "tk_conv2d_s8_check")
-        row_length = int(np.prod(filter_shape[1:]))
-        status = self.lib.tk_sparse_codebook_check(descriptor, filter_shape[0], row_length)
-        self._require_ok(status, "tk_sparse_codebook_check")
-
-        input_buffer = self._input("int8_t", input, np.int8)
-        bias_buffer = self._optional_bias(bias)
-        return self._run_guarded(
-            lambda output: self.lib.tk_conv2d_sparse_codebook_s8(
-                conv_params,
-                quant,
-                input_dims,
-                input_buffer,
-                filter_dims,
-                descriptor,
-                bias_buffer,
-                output_dims,
-                output,
-            ),
-            "int8_t",
-            np.int8,
-            output_shape,
+        return self._run_packed_conv2d(
+            "sparse_codebook", descriptor, input, filter_shape, bias, output_size, params
         )
 
     def fully_connected_sparse_codebook(
         self, input: np.ndarray, packed: Any, bias: np.ndarray | None, **params: Any
     ) -> np.ndarray:
-        """Run tk_fully_connected_sparse_codebook_s8; parameters as
-        fully_connected (filter_offset 0)."""
-        batches, depth = input.shape
-        units = packed.shape[0]
-        fc_params, (quant, *_) = self._fully_connected_arguments(**params)
+        """Run tk_fully_connected_sparse_codebook_s8 with `packed` as the weights
+        [units, depth]; parameters as fully_connected."""
         descriptor, *_arrays = self.sparse_codebook(packed)
-        status = self.lib.tk_fully_connected_s8_check(fc_params, quant, batches, depth, units)
-        self._require_ok(status, "tk_fully_connected_s8_check")
-        status = self.lib.tk_sparse_codebook_check(descriptor, units, depth)
-        self._require_ok(status, "tk_sparse_codebook_check")
-
-        input_buffer = self._input("int8_t", input, np.int8)
-        bias_buffer = self._optional_bias(bias)
-        return self._run_guarded(
-            lambda output: self.lib.tk_fully_connected_sparse_codebook_s8(
-                fc_params,
-                quant,
-                batches,
-                depth,
-                units,
-                input_buffer,
-                descriptor,
-                bias_buffer,
-                output,
-            ),
-            "int8_t",
-            np.int8,
-            (batches, units),
+        return self._run_packed_fully_connected(
+            "sparse_codebook", descriptor, input, packed.shape[0], bias, params
         )
 
     # N:M variants (n values and positions per group of m weights).
@@ -1056,69 +989,19 @@ class KernelLibrary:
         output_size: Pair,
         **params: Any,
     ) -> np.ndarray:
-        """Run tk_conv2d_n_m_s8; parameters as conv2d."""
-        output_shape = (input.shape[0], *output_size, filter_shape[0])
-        conv_params, (quant, *_) = self._conv_arguments(**params)
-        input_dims = self.ffi.new("tk_dims *", _dims(input.shape))
-        filter_dims = self.ffi.new("tk_dims *", _dims(filter_shape))
-        output_dims = self.ffi.new("tk_dims *", _dims(output_shape))
+        """Run tk_conv2d_n_m_s8 with `packed` as the [c_out, kh*kw*c_in]
+        view of the filter; parameters as conv2d."""
         descriptor, *_arrays = self.n_m(packed)
-        status = self.lib.tk_conv2d_s8_check(
-            conv_params, quant, input_dims, filter_dims, output_dims
-        )
-        self._require_ok(status, "tk_conv2d_s8_check")
-        row_length = int(np.prod(filter_shape[1:]))
-        status = self.lib.tk_n_m_check(descriptor, filter_shape[0], row_length)
-        self._require_ok(status, "tk_n_m_check")
-
-        input_buffer = self._input("int8_t", input, np.int8)
-        bias_buffer = self._optional_bias(bias)
-        return self._run_guarded(
-            lambda output: self.lib.tk_conv2d_n_m_s8(
-                conv_params,
-                quant,
-                input_dims,
-                input_buffer,
-                filter_dims,
-                descriptor,
-                bias_buffer,
-                output_dims,
-                output,
-            ),
-            "int8_t",
-            np.int8,
-            output_shape,
+        return self._run_packed_conv2d(
+            "n_m", descriptor, input, filter_shape, bias, output_size, params
         )
 
     def fully_connected_n_m(
         self, input: np.ndarray, packed: Any, bias: np.ndarray | None, **params: Any
     ) -> np.ndarray:
-        """Run tk_fully_connected_n_m_s8; parameters as fully_connected
-        (filter_offset 0)."""
-        batches, depth = input.shape
-        units = packed.shape[0]
-        fc_params, (quant, *_) = self._fully_connected_arguments(**params)
+        """Run tk_fully_connected_n_m_s8 with `packed` as the weights
+        [units, depth]; parameters as fully_connected."""
         descriptor, *_arrays = self.n_m(packed)
-        status = self.lib.tk_fully_connected_s8_check(fc_params, quant, batches, depth, units)
-        self._require_ok(status, "tk_fully_connected_s8_check")
-        status = self.lib.tk_n_m_check(descriptor, units, depth)
-        self._require_ok(status, "tk_n_m_check")
-
-        input_buffer = self._input("int8_t", input, np.int8)
-        bias_buffer = self._optional_bias(bias)
-        return self._run_guarded(
-            lambda output: self.lib.tk_fully_connected_n_m_s8(
-                fc_params,
-                quant,
-                batches,
-                depth,
-                units,
-                input_buffer,
-                descriptor,
-                bias_buffer,
-                output,
-            ),
-            "int8_t",
-            np.int8,
-            (batches, units),
+        return self._run_packed_fully_connected(
+            "n_m", descriptor, input, packed.shape[0], bias, params
         )

@@ -47,7 +47,7 @@ def _truncating_divide(numerator: ArrayLike, denominator: ArrayLike) -> np.ndarr
     return np.where(numerator >= 0, magnitude, -magnitude)
 
 
-def _require_int32(values: np.ndarray, what: str) -> None:
+def _require_int32(values: np.ndarray, description: str) -> None:
     """Raise ValueError when an int32 accumulator of the C++ reference would overflow.
 
     Signed overflow is undefined behaviour there, so a test input that reaches
@@ -55,7 +55,7 @@ def _require_int32(values: np.ndarray, what: str) -> None:
     """
     if values.size and (values.min() < INT32_MIN or values.max() > INT32_MAX):
         raise ValueError(
-            f"{what} leaves the int32 range ({values.min()}..{values.max()}), "
+            f"{description} leaves the int32 range ({values.min()}..{values.max()}), "
             "so pick smaller test inputs"
         )
 

@@ -7,9 +7,9 @@ A compression config file is a JSON object such as
 
 `prune` (a pruning spec, see toolkit.pack.prune_int8.SPEC_HELP) and
 `cluster` (shared values per output channel) apply to every Dense, Conv2D
-and DepthwiseConv2D layer; an entry under `layers` overrides them for one
-layer (by Keras layer name, or by the TFLite output tensor name for a
-`.tflite` model), and null leaves that layer alone. Pruning runs first,
+and DepthwiseConv2D layer. An entry under `layers` overrides them for one
+layer, named by its Keras layer name or, for a `.tflite` model, by its
+output tensor name. A null value leaves that layer alone. Pruning runs first,
 then weight sharing, as in Deep Compression.
 """
 

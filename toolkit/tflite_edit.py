@@ -20,7 +20,9 @@ def _buffer_position(model: tflite.Model, buffer_index: int) -> tuple[int, int]:
     table = buffer._tab
     offset = UOffsetTFlags.py_type(table.Offset(4))
     if offset == 0:
-        raise ToolkitError(f"buffer {buffer_index} holds no inline data")
+        raise ToolkitError(
+            f"buffer {buffer_index} has no inline data; models over 2 GB cannot be edited"
+        )
     return table.Vector(offset), table.VectorLen(offset)
 
 

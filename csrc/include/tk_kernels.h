@@ -2,11 +2,11 @@
  * tk_kernels.h: the toolkit's int8 kernel library.
  *
  * Portable C99 kernels that reproduce the integer arithmetic of TensorFlow
- * Lite Micro's reference kernels bit for bit: int8 activations with a zero
- * point per tensor, int8 symmetric weights with a scale per output channel,
- * int32 bias, and requantization by a 32-bit fixed-point multiplier and a
- * power-of-two shift with TFLM's double rounding (a rounding doubling high
- * multiply, then a rounding right shift).
+ * Lite Micro's reference kernels bit for bit. Activations are int8 with a
+ * zero point per tensor, weights int8 symmetric with a scale per output
+ * channel, and biases int32. Requantization uses a 32-bit fixed-point
+ * multiplier and a power-of-two shift with TFLM's double rounding: a
+ * rounding doubling high multiply, then a rounding right shift.
  *
  * Every kernel comes in two parts. `tk_<op>_check` validates shapes and
  * parameters and returns a status. `tk_<op>` runs the op and assumes that the
@@ -156,7 +156,7 @@ typedef struct {
  * - table: table_size int8 values per row, rows table_stride apart; a
  *   table_stride of 0 shares one table between all rows.
  * - indices: row_bytes bytes per row, every row starting on a byte
- *   boundary; index i of a row occupies bits [i*bits, (i+1)*bits), counted
+ *   boundary. Index i of a row occupies bits [i*bits, (i+1)*bits), counted
  *   from the least significant bit of byte 0.
  * - bits: 1..8; table_size: 1..2^bits; row_count: rows stored, which the
  *   check compares with the layer's output channels. */
@@ -193,10 +193,10 @@ typedef struct {
   int32_t block_count;
 } tk_block_sparse;
 
-/* Pruned and shared weights together (Deep Compression's storage): per
- * row, only the nonzero weights, each as one byte whose high four bits are
- * the count of positions skipped since the previous stored weight and whose
- * low four bits index the row's 16-entry int8 table. A gap of more than 15
+/* Pruned and shared weights together, stored as in Deep Compression. Each
+ * row keeps only its nonzero weights, one byte each. The high four bits of
+ * a byte count the positions skipped since the previous stored weight, and
+ * the low four bits index the row's 16-entry int8 table. A gap of more than 15
  * is bridged by filler entries that point at a table entry of 0.
  * - table: 16 int8 values per row (table_stride 16), or one shared table
  *   (table_stride 0).
@@ -256,10 +256,10 @@ void tk_depthwise_conv2d_s8(const tk_depthwise_conv_params *params,
                             const int8_t *filter, const int32_t *bias,
                             const tk_dims *output_dims, int8_t *output);
 
-/* FULLY_CONNECTED. input: batches x depth values (any shape whose element
- * count is a multiple of depth); filter: [units, depth]; bias: units values
- * or NULL; output: [batches, units]; quant: units entries (repeat one
- * factor for per-tensor weights). */
+/* FULLY_CONNECTED. input: batches x depth values, in any shape whose
+ * element count is a multiple of depth. filter: [units, depth]. bias: units
+ * values or NULL. output: [batches, units]. quant: units entries, so
+ * per-tensor weights repeat one factor. */
 tk_status tk_fully_connected_s8_check(const tk_fully_connected_params *params,
                                       const tk_quant_per_channel *quant, int32_t batches,
                                       int32_t depth, int32_t units);

@@ -3,8 +3,8 @@
  * weights (pruned at block, filter, channel or single-weight granularity).
  *
  * Each output channel walks only the stored blocks of its block row, so
- * the multiply-accumulates of pruned blocks are skipped; with symmetric
- * weights (zero point 0) those contribute nothing, and the outputs equal
+ * the multiply-accumulates of pruned blocks are skipped. With symmetric
+ * weights (zero point 0) those contribute nothing, so the outputs equal
  * the int8 kernels' on the dense weights. Cost: the stored weights' share
  * of the dense multiply-accumulates, plus a division per conv weight to
  * find its filter tap. No scratch memory.

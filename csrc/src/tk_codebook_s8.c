@@ -2,8 +2,8 @@
  * tk_codebook_s8.c: CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED on
  * codebook-packed weights (Deep Compression weight sharing).
  *
- * Each weight is a b-bit index into its output channel's int8 table, read
- * straight from flash as the loops reach it; nothing is expanded into RAM.
+ * Each weight is a b-bit index into its output channel's int8 table. The
+ * loops read it straight from flash, so nothing is expanded into RAM.
  * The arithmetic is that of the int8 kernels, so the outputs equal theirs
  * on the unpacked weights. Cost: the int8 kernel's multiply-accumulates
  * plus one index extraction and one table read per weight use.

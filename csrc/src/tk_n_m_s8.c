@@ -17,8 +17,8 @@ static int32_t tk_n_m_position(const uint8_t *row, int32_t index, int32_t bits) 
   const int32_t shift = bit & 7;
   uint32_t word = row[byte];
 
-  /* Positions are at most 8 bits, so one crossing reaches the next byte
-   * only, which lies inside the row because the row holds every bit. */
+  /* Positions are at most 8 bits, so a crossing reaches the next byte only.
+   * That byte lies inside the row, because the row stores every bit. */
   if (shift + bits > 8) {
     word |= (uint32_t)row[byte + 1] << 8;
   }

@@ -2,11 +2,11 @@
  * tk_softmax_s8.c: SOFTMAX over the last dimension, int8 in and out.
  *
  * input and output rows x depth; the output has scale 1/256 and zero point
- * -128. The arithmetic is TFLM's reference int8 softmax: differences from
- * the row maximum become fixed-point numbers with 5 integer bits, exp() is
- * evaluated in fixed point (a polynomial on [-1/4, 0) times exp(-2^k) for
- * each set bit of the rest), the sum of exps is kept with 12 integer bits,
- * and its reciprocal comes from three Newton-Raphson steps. Cost: two
+ * -128. The arithmetic is TFLM's reference int8 softmax. Differences from
+ * the row maximum become fixed-point numbers with 5 integer bits. exp() is
+ * evaluated in fixed point, as a polynomial on [-1/4, 0) times exp(-2^k)
+ * for each set bit of the rest. The sum of exps keeps 12 integer bits, and
+ * its reciprocal comes from three Newton-Raphson steps. Cost: two
  * exp() evaluations per element, no scratch memory.
  */
 #include "tk_fixed_point.h"

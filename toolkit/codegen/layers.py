@@ -504,12 +504,14 @@ def _lower_fully_connected(ctx: LayerContext, op: Op) -> LayerCode:
     weights = graph.tensors[op.inputs[1]]
     assert weights.data is not None
     packed = _pack_weights(ctx, op, weights.data)
+
     units, depth = weights.shape
     if x.size % depth != 0:
         raise _error(
             graph, op, f"input of {x.size} values is not a multiple of the weight depth {depth}"
         )
     batches = x.size // depth
+
     assert weights.quantization is not None
     scales = weights.quantization.scale
     if scales.size == 1:
@@ -523,6 +525,7 @@ def _lower_fully_connected(ctx: LayerContext, op: Op) -> LayerCode:
         f"static const tk_fully_connected_params {params} = {{{-x.zero_point()}, "
         f"{-weight_zero_point}, {out.zero_point()}, {_clamp(op, out)}}};\n"
     )
+
     bias_arg = ctx.symbol(op, "bias") if packed.bias is not None else "NULL"
     call = (
         f"tk_fully_connected_{packed.kernel_suffix}(&{params}, &{quant}, {batches}, {depth}, "
@@ -586,6 +589,7 @@ def _lower_add(ctx: LayerContext, op: Op) -> LayerCode:
     if len(out.shape) > 4:
         raise _error(graph, op, f"output shape {list(out.shape)} has more than 4 dimensions")
     out4 = [1] * (4 - len(out.shape)) + list(out.shape)
+
     arrays = []
     pointers = []
     for role, tensor in (("input1", a), ("input2", b)):
@@ -595,15 +599,17 @@ def _lower_add(ctx: LayerContext, op: Op) -> LayerCode:
             pointers.append(ctx.symbol(op, role))
         else:
             pointers.append(ctx.pointer(tensor.index))
-    p = q.add_parameters(a.scale(), b.scale(), out.scale())
+
+    factors = q.add_parameters(a.scale(), b.scale(), out.scale())
     params = ctx.symbol(op, "params")
     declarations = [
         f"static const tk_add_params {params} = {{{-a.zero_point()}, {-b.zero_point()}, "
-        f"{out.zero_point()}, {p['left_shift']}, "
-        f"{{{p['input1_multiplier']}, {p['input1_shift']}}}, "
-        f"{{{p['input2_multiplier']}, {p['input2_shift']}}}, "
-        f"{{{p['output_multiplier']}, {p['output_shift']}}}, {_clamp(op, out)}}};\n"
+        f"{out.zero_point()}, {factors['left_shift']}, "
+        f"{{{factors['input1_multiplier']}, {factors['input1_shift']}}}, "
+        f"{{{factors['input2_multiplier']}, {factors['input2_shift']}}}, "
+        f"{{{factors['output_multiplier']}, {factors['output_shift']}}}, {_clamp(op, out)}}};\n"
     ]
+
     strides = {}
     for role, tensor in (("input1", a), ("input2", b)):
         strides[role] = ctx.symbol(op, f"{role}_strides")
@@ -611,6 +617,7 @@ def _lower_add(ctx: LayerContext, op: Op) -> LayerCode:
         declarations.append(f"static const int32_t {strides[role]}[4] = {{{int_list(values)}}};\n")
     dims = ctx.symbol(op, "output_dims")
     declarations.append(f"static const tk_dims {dims} = {dims_initializer(out4)};\n")
+
     call = (
         f"tk_add_s8(&{params}, &{dims}, {strides['input1']}, {pointers[0]}, "
         f"{strides['input2']}, {pointers[1]}, {ctx.pointer(op.outputs[0])});"

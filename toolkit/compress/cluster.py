@@ -199,7 +199,38 @@ def _cluster_means(values: np.ndarray, labels: np.ndarray, centroids: np.ndarray
 # ---------------------------------------------------------------------------
 
 
-class _ClusteredKernel:
+class _KernelWrapper:
+    """Behaviour shared by the layers that rewrite a Keras kernel (clustered
+    and pruned layers): their variable layout, and rejecting LoRA and Keras
+    quantization. `_wrapper_kind` and `_strip_function` name them in errors."""
+
+    _wrapper_kind = "wrapped"
+    _strip_function = "strip"
+
+    # Dense and Conv2D save their kernel under their own variable layout, so
+    # the wrapping layers go back to the Layer default: all variables in
+    # creation order.
+    def save_own_variables(self, store: Any) -> None:
+        keras.layers.Layer.save_own_variables(self, store)
+
+    def load_own_variables(self, store: Any) -> None:
+        keras.layers.Layer.load_own_variables(self, store)
+
+    def enable_lora(self, *args: Any, **kwargs: Any) -> None:
+        raise ToolkitError(
+            f"LoRA is not supported on the {self._wrapper_kind} layer "
+            f"{getattr(self, 'name', '?')!r}. Call {self._strip_function} first."
+        )
+
+    def quantize(self, *args: Any, **kwargs: Any) -> None:
+        raise ToolkitError(
+            f"Keras quantization is not supported on the {self._wrapper_kind} layer "
+            f"{getattr(self, 'name', '?')!r}. Call {self._strip_function} first, or convert "
+            "the stripped model with toolkit.convert.to_int8_tflite."
+        )
+
+
+class _ClusteredKernel(_KernelWrapper):
     """Mixin that replaces a layer's kernel variable with centroids and indices.
 
     A subclass derives from this mixin and then from the Keras class that it
@@ -212,6 +243,9 @@ class _ClusteredKernel:
     A layer built outside `cluster` has all-zero variables until weights are
     assigned or loaded.
     """
+
+    _wrapper_kind = "clustered"
+    _strip_function = "strip_clustering"
 
     # Number of trailing kernel axes that index the output channels.
     channel_ndim = 1
@@ -303,27 +337,6 @@ class _ClusteredKernel:
             preserve_zeros=self.preserve_zeros,
         )
         return config
-
-    # Dense and Conv2D save their kernel under their own variable layout, so the
-    # clustered layers go back to the Layer default: all variables in creation order.
-    def save_own_variables(self, store: Any) -> None:
-        keras.layers.Layer.save_own_variables(self, store)
-
-    def load_own_variables(self, store: Any) -> None:
-        keras.layers.Layer.load_own_variables(self, store)
-
-    def enable_lora(self, *args: Any, **kwargs: Any) -> None:
-        raise ToolkitError(
-            f"LoRA is not supported on the clustered layer {getattr(self, 'name', '?')!r}. "
-            "Call strip_clustering first."
-        )
-
-    def quantize(self, *args: Any, **kwargs: Any) -> None:
-        raise ToolkitError(
-            f"Keras quantization is not supported on the clustered layer "
-            f"{getattr(self, 'name', '?')!r}. Call strip_clustering first, or convert the "
-            "stripped model with toolkit.convert.to_int8_tflite."
-        )
 
 
 def _build_bias(layer: Any, size: int) -> None:

@@ -40,7 +40,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from toolkit.compress.cluster import _check_model, _clone, _copy_layer, _leaf_layers
+from toolkit.compress.cluster import (
+    _check_model,
+    _clone,
+    _copy_layer,
+    _KernelWrapper,
+    _leaf_layers,
+)
 from toolkit.errors import ToolkitError
 from toolkit.keras_io import import_keras
 
@@ -366,7 +372,7 @@ def _check_n_m(value: Any) -> tuple[int, int]:
 # ---------------------------------------------------------------------------
 
 
-class _PrunedKernel:
+class _PrunedKernel(_KernelWrapper):
     """Mixin that multiplies a layer's kernel by a non-trainable 0/1 mask.
 
     A subclass derives from this mixin and then from the Keras class that it
@@ -374,6 +380,9 @@ class _PrunedKernel:
     `_build_mask`. The inherited `call` reads `self.kernel`, which is
     _kernel * pruning_mask here, so masked weights receive no gradient.
     """
+
+    _wrapper_kind = "pruned"
+    _strip_function = "strip_pruning"
 
     # The standard Keras class that strip_pruning puts back.
     plain_class: Any = None
@@ -456,27 +465,6 @@ class _PrunedKernel:
             schedule=_schedule_to_config(self.schedule),
         )
         return config
-
-    # Dense and Conv2D save their kernel under their own variable layout, so the
-    # pruned layers go back to the Layer default: all variables in creation order.
-    def save_own_variables(self, store: Any) -> None:
-        keras.layers.Layer.save_own_variables(self, store)
-
-    def load_own_variables(self, store: Any) -> None:
-        keras.layers.Layer.load_own_variables(self, store)
-
-    def enable_lora(self, *args: Any, **kwargs: Any) -> None:
-        raise ToolkitError(
-            f"LoRA is not supported on the pruned layer {getattr(self, 'name', '?')!r}. "
-            "Call strip_pruning first."
-        )
-
-    def quantize(self, *args: Any, **kwargs: Any) -> None:
-        raise ToolkitError(
-            f"Keras quantization is not supported on the pruned layer "
-            f"{getattr(self, 'name', '?')!r}. Call strip_pruning first, or convert the "
-            "stripped model with toolkit.convert.to_int8_tflite."
-        )
 
 
 @keras.saving.register_keras_serializable(package="toolkit")

@@ -1,9 +1,9 @@
 """Codebook packing of int8 weights (Deep Compression weight sharing).
 
-The packer reads the structure from the int8 tensor itself: when every
+The packer reads the structure from the int8 tensor itself. When every
 output channel (row) uses at most 2^b distinct values, the rows are stored
-as b-bit indices into per-row int8 tables, or into one shared table when
-all rows together use few enough values. This also packs models that other
+as b-bit indices into per-row int8 tables. When all rows together use few
+enough values, one shared table serves them all. This also packs models that other
 tools clustered.
 
 Layout, as `tk_codebook` in csrc/include/tk_kernels.h reads it: a table of

@@ -53,11 +53,11 @@ class NMTensor:
         offsets = unpack_indices(self.positions, self.position_bits, groups * self.n)
         columns = (np.arange(groups * self.n) // self.n) * self.m + offsets
         dense = np.zeros((rows, groups * self.m), dtype=np.int8)
-        # Stored zeros may share a position with a kept value: write only
-        # the nonzero values.
+        # A stored zero may share its position with a nonzero value, so only
+        # the nonzero values are written.
         for row in range(rows):
-            kept = self.values[row] != 0
-            dense[row, columns[row][kept].astype(np.int64)] = self.values[row][kept]
+            nonzero = self.values[row] != 0
+            dense[row, columns[row][nonzero].astype(np.int64)] = self.values[row][nonzero]
         return dense[:, :length]
 
 
@@ -72,19 +72,20 @@ def pack_n_m(matrix: np.ndarray, n: int, m: int) -> NMTensor | None:
     grouped = padded.reshape(rows, groups, m)
     if ((grouped != 0).sum(axis=2) > n).any():
         return None
-    # Nonzero positions first (stable, so in order), then zeros; keep n.
+    # Nonzero positions first (a stable sort keeps their order), then zeros.
     order = np.argsort(grouped == 0, axis=2, kind="stable")[:, :, :n]
-    # A stored zero must still point inside the row: use the group's first
-    # position, which exists for every group.
-    kept = np.take_along_axis(grouped, order, axis=2)
-    order = np.where(kept == 0, 0, order)
-    values = kept.reshape(rows, groups * n)
+    stored = np.take_along_axis(grouped, order, axis=2)
+    # A stored zero must still point inside the row, so it takes the group's
+    # first position, which every group has.
+    order = np.where(stored == 0, 0, order)
+    values = stored.reshape(rows, groups * n)
     positions = pack_indices(order.reshape(rows, groups * n), bits_for(m))
     return NMTensor(n, m, values.astype(np.int8), positions, (rows, length))
 
 
 def find_n_m(matrix: np.ndarray) -> NMTensor | None:
-    """The first pattern of PATTERNS that `matrix` satisfies, or None."""
+    """Pack `matrix` with the first pattern of PATTERNS it satisfies, or
+    return None."""
     for n, m in PATTERNS:
         packed = pack_n_m(matrix, n, m)
         if packed is not None:

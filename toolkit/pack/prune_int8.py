@@ -1,13 +1,13 @@
 """Post-training magnitude pruning of int8 weights, and the pruning spec.
 
 For a `.tflite` model, the CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED
-weights are pruned in place on the int8 values: the smallest weights
-(unstructured), the r x c blocks, the output channels (filter) or input
-channels (channel) of smallest mean magnitude, or all but the n largest of
-every m consecutive weights (n:m). The result is a valid model that TFLite
-Micro runs; the packer then stores it block-sparse where that is smaller.
-Without fine-tuning, accuracy drops; prune the Keras model and fine-tune it
-to keep accuracy.
+weights are pruned in place on the int8 values. The granularities zero the
+smallest weights (unstructured), the r x c blocks, the output channels
+(filter) or the input channels (channel) of smallest mean magnitude, or all
+but the n largest of every m consecutive weights (n:m). The result is a
+valid model that TFLite Micro runs, and the packer stores it in a sparse
+format where that is smaller. Accuracy drops without fine-tuning, so prune
+the Keras model and fine-tune it to keep accuracy.
 """
 
 from __future__ import annotations

@@ -2,12 +2,16 @@
 
 For a `.tflite` model that was not clustered during training, each output
 channel of the CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED weights is
-clustered into K int8 values by one-dimensional k-means (linear
-initialisation over the channel's range, as in Deep Compression), and the
-weights are replaced by their centroids. The result is a valid int8 model
-that TFLite Micro runs, and that the codebook packer stores in about
-log2(K) bits per weight. Accuracy drops without fine-tuning; clustering the
-Keras model with `toolkit.compress.cluster` and fine-tuning keeps it.
+clustered into K int8 values by one-dimensional k-means, with linear
+initialisation over the channel's range as in Deep Compression. The weights
+are then replaced by their centroids. The result is a valid int8 model that
+TFLite Micro runs, and the codebook packer stores it in about log2(K) bits
+per weight. Accuracy drops without fine-tuning, so cluster the Keras model
+with `toolkit.compress.cluster` and fine-tune it to keep accuracy.
+
+This k-means runs on int8 values with numpy only, because the `.tflite`
+path must not import TensorFlow; `toolkit.compress.cluster` has its own
+float k-means for Keras kernels.
 """
 
 from __future__ import annotations

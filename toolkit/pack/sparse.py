@@ -1,9 +1,9 @@
 """Block-sparse packing of pruned int8 weights.
 
 The packer looks for all-zero blocks in the int8 tensor itself, so it packs
-models pruned by any tool. Over the [rows, row_length] view (rows are output
-channels), the matrix is cut into blocks of r x c weights; only blocks with
-a nonzero weight are stored (block compressed sparse rows). The layout is
+models pruned by any tool. The [rows, row_length] view, whose rows are output
+channels, is cut into blocks of r x c weights. Only blocks with a nonzero
+weight are stored (block compressed sparse rows). The layout is
 what `tk_block_sparse` in csrc/include/tk_kernels.h reads: block values
 row-major inside each block, uint16 row starts per block row, and a uint16
 block column per stored block.
@@ -87,8 +87,8 @@ def pack_block_sparse(matrix: np.ndarray, block: tuple[int, int]) -> BlockSparse
 def find_block_sparse(
     matrix: np.ndarray, shapes: tuple[tuple[int, int], ...] = BLOCK_SHAPES
 ) -> BlockSparseTensor | None:
-    """The smallest block-sparse encoding of `matrix` over `shapes`, or None
-    when the matrix has no zero to skip."""
+    """Return the smallest block-sparse encoding of `matrix` over `shapes`, or
+    None when the matrix has no zero to skip."""
     matrix = np.asarray(matrix, dtype=np.int8)
     if matrix.all():
         return None
