@@ -25,16 +25,17 @@ from toolkit.codegen import generate_c
 from toolkit.codegen.layers import WEIGHT_FORMATS
 from toolkit.compression_config import CompressionSettings, load_settings
 from toolkit.errors import ToolkitError
+from toolkit.firmware import build_firmware, stage_firmware
 from toolkit.ir import Graph, Tensor
 from toolkit.pack.prune_int8 import prune_int8_weights
 from toolkit.pack.share import WEIGHTED_OPS, share_int8_weights
 from toolkit.planner import plan_memory
 from toolkit.report import format_report
+from toolkit.targets import HOST, Target, load_target
 from toolkit.tflite_import import import_tflite
 
 logger = logging.getLogger(__name__)
 
-TARGETS = ("host",)
 RANDOM_CALIBRATION_WARNING = (
     "no calibration data given: calibrating on {count} random inputs, so the int8 scales do "
     "not match real data and accuracy will suffer; give a few hundred real samples (.npy or "
@@ -448,7 +449,10 @@ def deploy(
       model: a `.tflite` path or flatbuffer bytes (full-integer int8), a
         `.keras`/`.h5` path, a SavedModel directory, or a `keras.Model`.
       out: output directory, replaced if it contains an earlier deploy.
-      target: "host" (a shared library for the build machine).
+      target: "host" (a shared library for the build machine), or a
+        Cortex-M target of `targets/` such as "cortex-m4": the code is
+        also cross-compiled with the serial-server firmware into
+        `out`/firmware.elf, whose flash and RAM must fit the part.
       calibration: representative inputs for a float model: an array, or a
         `.npy`/`.npz` path. Random inputs, with a warning, when omitted.
       io_type: "int8" or "float32" model inputs and outputs (Keras models).
@@ -471,8 +475,14 @@ def deploy(
 
     Nothing is written to `out` unless every step succeeds.
     """
-    if target not in TARGETS:
-        raise ToolkitError(f"unknown target '{target}'; supported targets: {', '.join(TARGETS)}")
+    device: Target | None = None
+    if target != HOST:
+        device = load_target(target)
+        if prefix != "model":
+            raise ToolkitError(
+                f"prefix '{prefix}': the firmware example calls the model_* API, so a Cortex-M "
+                "target needs the default prefix 'model'"
+            )
     if weight_format not in WEIGHT_FORMATS:
         raise ToolkitError(
             f"unknown weight format '{weight_format}'; supported: {', '.join(WEIGHT_FORMATS)}"
@@ -502,6 +512,11 @@ def deploy(
             library.unlink()
             sizes = object_sizes(staging, prefix)
             code_bytes = sum(v for k, v in sizes.items() if not k.endswith("_weights.c"))
+        firmware = None
+        if device is not None:
+            stage_firmware(staging, device)
+            if build:
+                firmware = build_firmware(staging, device).as_dict()
 
         report = {
             "toolkit_version": __version__,
@@ -522,6 +537,7 @@ def deploy(
             "arena_bytes": plan.arena_size,
             "peak_live_bytes": plan.peak_live_bytes(),
             "tflm_arena": _reference_arena(flatbuffer, graph),
+            "firmware": firmware,
             "layers": [
                 {
                     "index": info.index,

@@ -47,6 +47,10 @@ def format_report(report: dict[str, Any]) -> str:
         f"activations; live-tensor lower bound {_bytes(report['peak_live_bytes'])})",
         "",
     ]
+    if report.get("firmware"):
+        from toolkit.firmware import format_size
+
+        lines.insert(len(lines) - 1, format_size(report["firmware"]))
     int8_bytes = report.get("int8_weight_bytes", 0)
     if int8_bytes:
         packed = report["packed_weight_bytes"]

@@ -1,0 +1,89 @@
+/*
+ * startup.c: reset and exception entry for the Cortex-M serial server.
+ *
+ * The linker script (targets/cortex_m_sections.ld) provides the symbols
+ * used here: the top of the stack, the load and run addresses of .data and
+ * the bounds of .bss. Reset_Handler copies .data from flash, clears .bss,
+ * turns on the FPU (and Helium) when the code was built for one, then calls
+ * main. Faults report the faulting address over the serial line.
+ */
+#include <stdint.h>
+
+#include "firmware.h"
+
+extern uint32_t __stack_top;
+extern uint32_t __data_load;
+extern uint32_t __data_start;
+extern uint32_t __data_end;
+extern uint32_t __bss_start;
+extern uint32_t __bss_end;
+
+int main(void);
+void Reset_Handler(void);
+void Fault_Handler(void);
+void Default_Handler(void);
+void SysTick_Handler(void);
+
+#define CPACR (*(volatile uint32_t *)0xE000ED88u)
+#define VTOR (*(volatile uint32_t *)0xE000ED08u)
+
+typedef void (*vector_entry)(void);
+
+/* Entries 0..15: the initial stack pointer and the core exceptions. External
+ * interrupts stay disabled, so the table needs no entries for them. */
+__attribute__((section(".vectors"), used)) static const vector_entry vector_table[16] = {
+    (vector_entry)(uintptr_t)&__stack_top,
+    Reset_Handler,
+    Fault_Handler, /* NMI */
+    Fault_Handler, /* HardFault */
+    Fault_Handler, /* MemManage */
+    Fault_Handler, /* BusFault */
+    Fault_Handler, /* UsageFault */
+    Fault_Handler, /* SecureFault (Armv8-M) */
+    0,
+    0,
+    0,
+    Default_Handler, /* SVCall */
+    Default_Handler, /* DebugMonitor */
+    0,
+    Default_Handler, /* PendSV */
+    SysTick_Handler,
+};
+
+void Reset_Handler(void) {
+  const uint32_t *from = &__data_load;
+  uint32_t *to;
+
+  for (to = &__data_start; to < &__data_end;) {
+    *to++ = *from++;
+  }
+  for (to = &__bss_start; to < &__bss_end;) {
+    *to++ = 0;
+  }
+#if defined(__ARM_FP) || defined(__ARM_FEATURE_MVE)
+  /* Full access to coprocessors 10 and 11: the FPU and the M-profile
+   * vector extension share them. */
+  CPACR |= 0xFu << 20;
+  __asm volatile("dsb\n\tisb" ::: "memory");
+#endif
+#if !defined(__ARM_ARCH_6M__)
+  VTOR = (uint32_t)(uintptr_t)vector_table;
+#endif
+  (void)main();
+  for (;;) {
+  }
+}
+
+void Fault_Handler(void) {
+  uint32_t ipsr;
+
+  __asm volatile("mrs %0, ipsr" : "=r"(ipsr));
+  fw_report_fault(ipsr & 0x1FFu);
+  for (;;) {
+  }
+}
+
+void Default_Handler(void) {
+  for (;;) {
+  }
+}
