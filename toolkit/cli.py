@@ -6,9 +6,11 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from toolkit import __version__
 from toolkit.errors import ToolkitError
+from toolkit.targets import target_names
 
 
 def _deploy(args: argparse.Namespace) -> int:
@@ -42,9 +44,104 @@ def _validate(args: argparse.Namespace) -> int:
         count=args.count,
         seed=args.seed,
         find_layer=args.find_layer,
+        emulate=args.emulate,
+        port=args.port,
     )
     print(result.summary())
     return 0 if result.ok else 2
+
+
+def _build(args: argparse.Namespace) -> int:
+    from toolkit.firmware import format_size, rebuild
+
+    size = rebuild(args.directory)
+    print(f"built {args.directory}/firmware.elf")
+    print(format_size(size.as_dict()))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from toolkit.remote import (
+        connect,
+        counts_unit,
+        format_counts,
+        layer_counts,
+        read_report,
+        run_samples,
+    )
+    from toolkit.validate import load_deployment, prepare_inputs, random_inputs
+
+    directory = Path(args.directory)
+    report = read_report(directory)
+    if args.inputs:
+        samples = prepare_inputs(args.inputs, report["inputs"])
+    else:
+        _, _, graph = load_deployment(directory)
+        samples = random_inputs(graph, args.count, args.seed)
+    with connect(
+        directory,
+        emulate=args.emulate,
+        port=args.port,
+        baudrate=args.baud,
+        timeout=args.timeout,
+        invoke_timeout=args.invoke_timeout,
+    ) as device:
+        results = run_samples(device, report, samples)
+        unit, scale = counts_unit(args.emulate, device.info().counter_hz)
+        name = device.name
+        stats = device.stats
+    for number, result in enumerate(results):
+        parts = []
+        for spec, output in zip(report["outputs"], result.outputs, strict=True):
+            flat = output.reshape(-1)
+            parts.append(f"'{spec['name']}' argmax {int(np.argmax(flat))}")
+        print(f"input {number}: {', '.join(parts)}; {round(result.ticks * scale):,} {unit}")
+    rows = layer_counts(report, results[0].layer_ticks, scale)
+    print()
+    print(f"per-layer {unit} of input 0 on {name}:")
+    print(format_counts(rows, unit))
+    if stats.retries or stats.resets:
+        print(
+            f"the link recovered from {stats.retries} retries, {stats.damaged_frames} damaged "
+            f"frames and {stats.resets} resets"
+        )
+    if args.save:
+        arrays: dict[str, Any] = {
+            f"output{i}": np.stack([r.outputs[i] for r in results])
+            for i in range(len(report["outputs"]))
+        }
+        arrays["ticks"] = np.array([r.ticks for r in results], dtype=np.int64)
+        arrays["layer_ticks"] = np.array([r.layer_ticks for r in results], dtype=np.int64)
+        np.savez(args.save, **arrays)
+        print(f"saved outputs and counts to {args.save}")
+    return 0
+
+
+def _flash(args: argparse.Namespace) -> int:
+    from toolkit.flash import flash
+
+    output = flash(args.path, target_name=args.target, tool=args.tool, probe=args.probe)
+    print(output)
+    print(f"flashed {args.path}")
+    return 0
+
+
+def _add_device_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
+    where = parser.add_mutually_exclusive_group(required=required)
+    where.add_argument(
+        "--emulate",
+        action="store_true",
+        help="run the directory's firmware.elf in QEMU (emulated Cortex-M targets)",
+    )
+    where.add_argument(
+        "--port",
+        help="run on a board on this serial port (/dev/ttyACM0) or pyserial URL "
+        "(socket://127.0.0.1:PORT)",
+    )
 
 
 def _example(args: argparse.Namespace) -> int:
@@ -114,7 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument(
         "--out", required=True, help="output directory (replaced if it contains an earlier deploy)"
     )
-    deploy.add_argument("--target", default="host", help="build target; supported: host (default)")
+    deploy.add_argument(
+        "--target",
+        default="host",
+        help="host (default: a shared library for this machine) or a Cortex-M target of "
+        f"targets/ ({', '.join(target_names())}), built into DIR/firmware.elf",
+    )
     deploy.add_argument(
         "--calibration",
         help="representative inputs for a float model: .npy or "
@@ -204,7 +306,53 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="on a mismatch, run layer by layer and name the first layer whose output differs",
     )
+    _add_device_arguments(validate, required=False)
     validate.set_defaults(handler=_validate)
+
+    build = commands.add_parser(
+        "build",
+        help="rebuild DIR/firmware.elf after editing a Cortex-M deployment",
+        description="Cross-compile the model, kernels and firmware of a directory deployed for "
+        "a Cortex-M target, check its flash and RAM against the part, and update report.json.",
+    )
+    build.add_argument("directory", help="directory written by toolkit deploy --target")
+    build.set_defaults(handler=_build)
+
+    run = commands.add_parser(
+        "run",
+        help="run a Cortex-M deployment in QEMU or on a board and print per-layer counts",
+        description="Send inputs to the firmware's serial server, invoke, and print the outputs "
+        "and the instructions (QEMU, -icount shift=0) or cycles (board) of each layer.",
+    )
+    run.add_argument("directory", help="directory written by toolkit deploy --target")
+    _add_device_arguments(run, required=True)
+    run.add_argument("--inputs", help=".npy or .npz of input samples; random when omitted")
+    run.add_argument("--count", type=int, default=1, help="random inputs to run (default: 1)")
+    run.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    run.add_argument("--baud", type=int, default=115200, help="baud rate of --port")
+    run.add_argument(
+        "--timeout", type=float, default=2.0, help="seconds to wait for a reply (default: 2)"
+    )
+    run.add_argument(
+        "--invoke-timeout",
+        type=float,
+        default=120.0,
+        help="seconds one invoke may take (default: 120)",
+    )
+    run.add_argument("--save", metavar="FILE.npz", help="save the outputs and counts")
+    run.set_defaults(handler=_run)
+
+    flash = commands.add_parser(
+        "flash",
+        help="write DIR/firmware.elf to a board with pyOCD or OpenOCD",
+        description="Flash the firmware of a deployed directory (or an ELF with --target) "
+        "through a debug probe, with pyOCD or OpenOCD, whichever is installed.",
+    )
+    flash.add_argument("path", help="directory written by toolkit deploy --target, or an ELF")
+    flash.add_argument("--target", help="target name, needed for a bare ELF")
+    flash.add_argument("--tool", choices=("pyocd", "openocd"), help="flashing tool")
+    flash.add_argument("--probe", help="debug probe serial number, when several are attached")
+    flash.set_defaults(handler=_flash)
 
     example = commands.add_parser(
         "example",

@@ -516,7 +516,7 @@ def deploy(
         if device is not None:
             stage_firmware(staging, device)
             if build:
-                firmware = build_firmware(staging, device).as_dict()
+                firmware = build_firmware(staging, device, label=source).as_dict()
 
         report = {
             "toolkit_version": __version__,

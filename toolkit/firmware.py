@@ -146,7 +146,7 @@ def firmware_command(project: Path, target: Target, output: Path) -> list[str]:
     ]
 
 
-def _overflow_error(project: Path, target: Target, stderr: str) -> ToolkitError | None:
+def _overflow_error(label: str, target: Target, stderr: str) -> ToolkitError | None:
     overflows = {region: int(count) for region, count in _OVERFLOW.findall(stderr)}
     if not overflows:
         return None
@@ -158,7 +158,7 @@ def _overflow_error(project: Path, target: Target, stderr: str) -> ToolkitError 
             f"(over by {missing:,} bytes)"
         )
     return ToolkitError(
-        f"{project}: the model does not fit {target.name} ({target.description}): "
+        f"{label}: the model does not fit {target.name} ({target.description}): "
         + "; ".join(parts)
         + ". Shrink the model (toolkit deploy --cluster 16 or --prune 0.5 packs the weights "
         "smaller; a smaller arena needs a smaller model) or choose a part with more memory"
@@ -200,13 +200,17 @@ def makefile(project: Path, target: Target) -> str:
     )
 
 
-def build_firmware(project: str | os.PathLike[str], target: Target | None = None) -> FirmwareSize:
+def build_firmware(
+    project: str | os.PathLike[str], target: Target | None = None, label: str | None = None
+) -> FirmwareSize:
     """Compile and link DIR/firmware.elf and return its sizes.
 
     Without `target`, the description copied into DIR/firmware/target.toml
     at deploy time is used, so `toolkit build DIR` needs nothing else.
+    Errors name `label` (default: the directory).
     """
     project = Path(project)
+    label = label or str(project)
     if target is None:
         target = load_target_file(project / "firmware" / "target.toml")
     output = project / ELF_NAME
@@ -215,13 +219,18 @@ def build_firmware(project: str | os.PathLike[str], target: Target | None = None
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         partial.unlink(missing_ok=True)
-        overflow = _overflow_error(project, target, result.stderr)
+        overflow = _overflow_error(label, target, result.stderr)
         if overflow is not None:
             raise overflow
         raise ToolkitError(
-            f"{project}: the firmware build for {target.name} failed:\n"
+            f"{label}: the firmware build for {target.name} failed:\n"
             f"{' '.join(command)}\n{result.stderr.strip()}"
         )
+    binary = output.with_suffix(".bin")
+    objcopy = command[0][: -len("gcc")] + "objcopy" if command[0].endswith("gcc") else None
+    if objcopy and shutil.which(objcopy):
+        # A raw image for boards that mount a USB drive to flash (ST-LINK, DAPLink).
+        subprocess.run([objcopy, "-O", "binary", str(partial), str(binary)], check=True)
     partial.replace(output)
     partial.with_suffix(".map").replace(output.with_suffix(".map"))
     (project / "firmware" / "Makefile").write_text(makefile(project, target))

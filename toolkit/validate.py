@@ -59,6 +59,7 @@ class ValidationResult:
 
     def summary(self) -> str:
         lines = [f"compared generated C with TFLite Micro on {self.samples} inputs"]
+        lines.extend(f"  {note}" for note in self.notes)
         for output in self.outputs:
             verdict = (
                 "equal"
@@ -75,7 +76,6 @@ class ValidationResult:
                 f"  first differing layer: {m.layer} ({m.op}, '{m.name}') on input {m.sample}, "
                 f"max abs diff {m.max_abs_diff:g}"
             )
-        lines.extend(f"  {note}" for note in self.notes)
         lines.append("PASS" if self.ok else "FAIL")
         return "\n".join(lines)
 
@@ -214,20 +214,62 @@ def _first_mismatch(
     return None
 
 
+def _compare(
+    samples: Sequence[list[np.ndarray]],
+    outputs: Sequence[Sequence[np.ndarray]],
+    report: dict[str, Any],
+    flatbuffer: bytes,
+) -> tuple[ValidationResult, int | None]:
+    interpreter = make_interpreter(flatbuffer)
+    comparisons = [
+        OutputComparison(i, spec["name"], 0.0, 0) for i, spec in enumerate(report["outputs"])
+    ]
+    first_bad = None
+    for number, (sample, ours) in enumerate(zip(samples, outputs, strict=True)):
+        theirs = run_tflm(flatbuffer, sample, interpreter)
+        for comparison, a, b in zip(comparisons, ours, theirs, strict=True):
+            difference = _max_diff(a, b)
+            comparison.max_abs_diff = max(comparison.max_abs_diff, difference)
+            if difference != 0:
+                comparison.mismatched_samples += 1
+                first_bad = number if first_bad is None else first_bad
+    return ValidationResult(len(samples), comparisons), first_bad
+
+
 def validate(
     directory: str | os.PathLike[str],
     inputs: Any = None,
     count: int = 20,
     seed: int = 0,
     find_layer: bool = False,
+    emulate: bool = False,
+    port: str | None = None,
 ) -> ValidationResult:
     """Compare the generated C of `directory` with TFLM on `inputs`, or on
-    `count` random inputs when none are given."""
+    `count` random inputs when none are given.
+
+    By default the C runs on the host. With `emulate` the directory's
+    Cortex-M firmware runs in QEMU, with `port` on a board on that serial
+    port, and the outputs come back over the serial protocol.
+    """
     report, flatbuffer, graph = load_deployment(directory)
     if inputs is None:
         samples = random_inputs(graph, count, seed)
     else:
         samples = prepare_inputs(inputs, report["inputs"])
+    if emulate or port is not None:
+        from toolkit.remote import connect, run_samples
+
+        with connect(directory, emulate=emulate, port=port) as device:
+            results = run_samples(device, report, samples)
+            where = device.name
+        result, first_bad = _compare(samples, [r.outputs for r in results], report, flatbuffer)
+        result.notes.append(f"the generated C ran on {where}")
+        if find_layer and first_bad is not None:
+            result.notes.append(
+                f"the layer search runs on the host: toolkit validate {directory} --find-layer"
+            )
+        return result
     prefix = report.get("prefix", "model")
     library = build_host_library(directory, prefix=prefix)
     try:
@@ -238,21 +280,8 @@ def validate(
             len(report["layers"]),
             prefix=prefix,
         )
-        interpreter = make_interpreter(flatbuffer)
-        comparisons = [
-            OutputComparison(i, spec["name"], 0.0, 0) for i, spec in enumerate(report["outputs"])
-        ]
-        first_bad = None
-        for number, sample in enumerate(samples):
-            ours = model.run(sample)
-            theirs = run_tflm(flatbuffer, sample, interpreter)
-            for comparison, a, b in zip(comparisons, ours, theirs, strict=True):
-                difference = _max_diff(a, b)
-                comparison.max_abs_diff = max(comparison.max_abs_diff, difference)
-                if difference != 0:
-                    comparison.mismatched_samples += 1
-                    first_bad = number if first_bad is None else first_bad
-        result = ValidationResult(len(samples), comparisons)
+        outputs = [model.run(sample) for sample in samples]
+        result, first_bad = _compare(samples, outputs, report, flatbuffer)
         if find_layer and first_bad is not None:
             result.first_mismatch = _first_mismatch(
                 model, report, flatbuffer, samples[first_bad], first_bad
