@@ -24,7 +24,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -178,7 +178,6 @@ class LinkStats:
     naks: int = 0
     damaged_frames: int = 0
     resets: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class Device:

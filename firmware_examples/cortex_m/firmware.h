@@ -3,8 +3,7 @@
  *
  * One UART driver per board family implements the uart_* functions
  * (uart_cmsdk.c, uart_nrf51.c, uart_stm32.c); the build passes its base
- * address and clock with -D. counter.c counts SysTick ticks around each
- * layer. main.c answers framed requests (see protocol.h).
+ * address and clock with -D. counter.c counts SysTick ticks in each layer. main.c answers framed requests (see protocol.h).
  */
 #ifndef FIRMWARE_H
 #define FIRMWARE_H
@@ -21,10 +20,11 @@ int uart_poll(void);
 /* Send `size` bytes, waiting while the transmitter is busy. */
 void uart_write(const uint8_t *data, size_t size);
 
-/* Start SysTick from the core clock, counting wraps in an interrupt. */
-void counter_init(void);
+/* (Re)start SysTick from zero on the core clock, counting wraps in an
+ * interrupt. */
+void counter_start(void);
 
-/* Ticks since counter_init, at FW_COUNTER_HZ. */
+/* Ticks since counter_start, at FW_COUNTER_HZ. */
 uint64_t counter_read(void);
 
 /* Called from the model's layer hooks; store each layer's ticks. */

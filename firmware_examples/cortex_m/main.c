@@ -27,14 +27,16 @@
 #error "define FW_COUNTER_HZ, the SysTick clock in Hz"
 #endif
 
-/* A frame that stops arriving for this many ticks (50 ms) is dropped. */
-#define IDLE_TICKS ((uint64_t)(FW_COUNTER_HZ) / 20u)
+/* A frame that stops arriving for this many empty polls of the UART is
+ * dropped: some tens of milliseconds on a board, less in QEMU. */
+#ifndef FW_IDLE_POLLS
+#define FW_IDLE_POLLS 200000u
+#endif
 
 enum parse_state { WAIT_SYNC0, WAIT_SYNC1, READ_BODY };
 
 static uint8_t rx[4u + FW_MAX_PAYLOAD + FRAME_CRC_BYTES];
 static uint32_t layer_ticks[MODEL_LAYER_COUNT];
-static uint64_t layer_start;
 static int model_ready;
 static int last_invoke_seq = -1;
 static uint8_t last_invoke_reply[9];
@@ -104,11 +106,11 @@ static void reply_status(uint8_t type, uint8_t seq, uint8_t status) {
 
 void fw_layer_begin(int32_t layer) {
   (void)layer;
-  layer_start = counter_read();
+  counter_start();
 }
 
 void fw_layer_end(int32_t layer) {
-  const uint64_t ticks = counter_read() - layer_start;
+  const uint64_t ticks = counter_read();
 
   if (layer >= 0 && layer < MODEL_LAYER_COUNT) {
     layer_ticks[layer] = ticks > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)ticks;
@@ -169,18 +171,20 @@ static void handle_write_input(uint8_t seq, const uint8_t *payload, uint32_t siz
 }
 
 static void handle_invoke(uint8_t seq) {
-  uint64_t start;
-  uint64_t ticks;
-
   if (last_invoke_seq != (int)seq) {
+    uint64_t ticks = 0;
+    int32_t layer;
+
     if (!model_ready) {
       reply_status(CMD_INVOKE, seq, STATUS_CHECK_FAILED);
       return;
     }
     send_frame(MSG_BUSY, seq, (const uint8_t[]){STATUS_OK}, 1, NULL, 0);
-    start = counter_read();
     model_invoke();
-    ticks = counter_read() - start;
+    /* The total is the layers' sum: the loop between them is not counted. */
+    for (layer = 0; layer < MODEL_LAYER_COUNT; ++layer) {
+      ticks += layer_ticks[layer];
+    }
     last_invoke_reply[0] = STATUS_OK;
     put_u32(&last_invoke_reply[1], (uint32_t)ticks);
     put_u32(&last_invoke_reply[5], (uint32_t)(ticks >> 32));
@@ -259,11 +263,11 @@ int main(void) {
   enum parse_state state = WAIT_SYNC0;
   uint32_t received = 0;
   uint32_t expected = 4;
-  uint64_t last_byte = 0;
+  uint32_t idle_polls = 0;
   uint8_t boot[6];
 
   uart_init();
-  counter_init();
+  counter_start();
   model_ready = model_check() == TK_OK;
   put_u16(boot, PROTOCOL_VERSION);
   put_u32(&boot[2], FW_MODEL_CRC);
@@ -273,12 +277,12 @@ int main(void) {
     const int byte = uart_poll();
 
     if (byte < 0) {
-      if (state == READ_BODY && counter_read() - last_byte > IDLE_TICKS) {
+      if (state == READ_BODY && ++idle_polls > FW_IDLE_POLLS) {
         state = WAIT_SYNC0;
       }
       continue;
     }
-    last_byte = counter_read();
+    idle_polls = 0;
     switch (state) {
       case WAIT_SYNC0:
         if (byte == FRAME_SYNC0) {

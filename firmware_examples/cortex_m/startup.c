@@ -7,16 +7,17 @@
  * turns on the FPU (and Helium) when the code was built for one, then calls
  * main. Faults report the faulting address over the serial line.
  */
+#include <stddef.h>
 #include <stdint.h>
 
 #include "firmware.h"
 
-extern uint32_t __stack_top;
-extern uint32_t __data_load;
-extern uint32_t __data_start;
-extern uint32_t __data_end;
-extern uint32_t __bss_start;
-extern uint32_t __bss_end;
+extern uint32_t __stack_top[];
+extern const uint32_t __data_load[];
+extern uint32_t __data_start[];
+extern uint32_t __data_end[];
+extern uint32_t __bss_start[];
+extern uint32_t __bss_end[];
 
 int main(void);
 void Reset_Handler(void);
@@ -32,7 +33,7 @@ typedef void (*vector_entry)(void);
 /* Entries 0..15: the initial stack pointer and the core exceptions. External
  * interrupts stay disabled, so the table needs no entries for them. */
 __attribute__((section(".vectors"), used)) static const vector_entry vector_table[16] = {
-    (vector_entry)(uintptr_t)&__stack_top,
+    (vector_entry)(uintptr_t)__stack_top,
     Reset_Handler,
     Fault_Handler, /* NMI */
     Fault_Handler, /* HardFault */
@@ -50,15 +51,22 @@ __attribute__((section(".vectors"), used)) static const vector_entry vector_tabl
     SysTick_Handler,
 };
 
-void Reset_Handler(void) {
-  const uint32_t *from = &__data_load;
-  uint32_t *to;
+/* Words between two linker symbols; compared as addresses, because the
+ * symbols are distinct objects to the C language. */
+static size_t words_between(const uint32_t *start, const uint32_t *end) {
+  return ((uintptr_t)end - (uintptr_t)start) / sizeof(uint32_t);
+}
 
-  for (to = &__data_start; to < &__data_end;) {
-    *to++ = *from++;
+void Reset_Handler(void) {
+  const size_t data_words = words_between(__data_start, __data_end);
+  const size_t bss_words = words_between(__bss_start, __bss_end);
+  size_t i;
+
+  for (i = 0; i < data_words; ++i) {
+    __data_start[i] = __data_load[i];
   }
-  for (to = &__bss_start; to < &__bss_end;) {
-    *to++ = 0;
+  for (i = 0; i < bss_words; ++i) {
+    __bss_start[i] = 0;
   }
 #if defined(__ARM_FP) || defined(__ARM_FEATURE_MVE)
   /* Full access to coprocessors 10 and 11: the FPU and the M-profile
