@@ -136,7 +136,8 @@ def firmware_command(project: Path, target: Target, output: Path) -> list[str]:
         str(output),
         *map(str, sources),
         *LINK_FLAGS,
-        f"-Wl,-Map={output.with_suffix('.map')}",
+        # Relative, run in `project`: ld reads '%' in a map path as a pattern.
+        f"-Wl,-Map={output.with_suffix('.map').name}",
         f"-L{firmware}",
         "-T",
         "memory.ld",
@@ -216,7 +217,7 @@ def build_firmware(
     output = project / ELF_NAME
     partial = project / f".{ELF_NAME}.partial"
     command = firmware_command(project, target, partial)
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    result = subprocess.run(command, capture_output=True, text=True, check=False, cwd=project)
     if result.returncode != 0:
         partial.unlink(missing_ok=True)
         overflow = _overflow_error(label, target, result.stderr)
