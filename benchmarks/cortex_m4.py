@@ -6,8 +6,9 @@ runs one input of each in QEMU with -icount shift=0, and prints:
 1. instructions per MAC for each layer type and weight format, summed over
    the layers of that kind in all models (the layers' instructions divided
    by their MACs, so large layers weigh more);
-2. the firmware's RAM (from the ELF: .data + .bss, then with the stack) beside
-   TFLM's arena for the same model. TFLM's arena is a lower bound on a TFLM
+2. the firmware's RAM (from the ELF: .data + .bss, then with the stack it
+   reserves) beside TFLM's arena for the same model, and the deepest the
+   stack went (the firmware paints it at reset). TFLM's arena is a lower bound on a TFLM
    firmware's RAM: its interpreter, op resolver and stack come on top.
 
 Counts are instructions, not cycles: QEMU does not model the pipeline.
@@ -101,6 +102,7 @@ def main() -> int:
                     f"{tflm:,}",
                     f"{firmware['static_ram'] / tflm:.3f}",
                     f"{firmware['ram_bytes'] / tflm:.3f}",
+                    f"{result.stack_used:,}",
                     f"{round(result.ticks * scale):,}",
                 ]
             )
@@ -121,9 +123,10 @@ def main() -> int:
         "TFLM arena",
         "static/TFLM",
         "with stack/TFLM",
+        "stack used",
         f"{unit} per inference",
     ]
-    print(format_table(headers, memory_rows, {1, 2, 3, 4, 5, 6, 7}))
+    print(format_table(headers, memory_rows, {1, 2, 3, 4, 5, 6, 7, 8}))
     return 0
 
 

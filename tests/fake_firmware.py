@@ -76,7 +76,9 @@ class FakeFirmware:
         self.requests.append(kind)
         reply = kind | REPLY_BIT
         if kind == CMD_INFO:
-            info = struct.pack("<BHHIIIIBBB", 0, 1, 64, self.crc, 25_000_000, LAYERS, 64, 1, 1, 1)
+            info = struct.pack(
+                "<BHHIIIIIBBB", 0, 1, 64, self.crc, 25_000_000, LAYERS, 64, 2048, 1, 1, 1
+            )
             self.send(reply, seq, info + struct.pack("<II", SIZE, SIZE))
         elif kind == CMD_WRITE_INPUT:
             index, offset = struct.unpack_from("<BI", payload)
@@ -86,7 +88,7 @@ class FakeFirmware:
         elif kind == CMD_INVOKE:
             self.invokes += 1
             self.send(MSG_BUSY, seq, b"\x00")
-            self.send(reply, seq, b"\x00" + struct.pack("<II", 1000, 0))
+            self.send(reply, seq, b"\x00" + struct.pack("<III", 1000, 0, 300))
         elif kind == CMD_READ_OUTPUT:
             index, offset, count = struct.unpack_from("<BIH", payload)
             self.send(reply, seq, b"\x00" + bytes(self.buffer[offset : offset + count]))

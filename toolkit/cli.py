@@ -91,7 +91,8 @@ def _run(args: argparse.Namespace) -> int:
         invoke_timeout=args.invoke_timeout,
     ) as device:
         results = run_samples(device, report, samples)
-        unit, scale = counts_unit(args.emulate, device.info().counter_hz)
+        info = device.info()
+        unit, scale = counts_unit(args.emulate, info.counter_hz)
         name = device.name
         stats = device.stats
     for number, result in enumerate(results):
@@ -101,6 +102,10 @@ def _run(args: argparse.Namespace) -> int:
             parts.append(f"'{spec['name']}' argmax {int(np.argmax(flat))}")
         print(f"input {number}: {', '.join(parts)}; {round(result.ticks * scale):,} {unit}")
     rows = layer_counts(report, results[0].layer_ticks, scale)
+    print(
+        f"stack: at most {max(r.stack_used for r in results):,} of {info.stack_bytes:,} bytes "
+        "used (stack_bytes in firmware/target.toml, then toolkit build)"
+    )
     print()
     print(f"per-layer {unit} of input 0 on {name}:")
     print(format_counts(rows, unit))

@@ -135,18 +135,20 @@ class DeviceInfo:
     counter_hz: int
     layer_count: int
     arena_bytes: int
+    stack_bytes: int
     model_ready: bool
     input_bytes: tuple[int, ...]
     output_bytes: tuple[int, ...]
 
     @classmethod
     def decode(cls, payload: bytes) -> DeviceInfo:
-        if len(payload) < 23:
+        fixed = struct.Struct("<HHIIIIIBBB")
+        if len(payload) < fixed.size:
             raise ToolkitError(f"INFO reply of {len(payload)} bytes is too short")
-        version, max_payload, crc, hz, layers, arena, inputs, outputs, ready = struct.unpack_from(
-            "<HHIIIIBBB", payload
+        version, max_payload, crc, hz, layers, arena, stack, inputs, outputs, ready = (
+            fixed.unpack_from(payload)
         )
-        sizes = struct.unpack_from(f"<{inputs + outputs}I", payload, 23)
+        sizes = struct.unpack_from(f"<{inputs + outputs}I", payload, fixed.size)
         return cls(
             version,
             max_payload,
@@ -154,6 +156,7 @@ class DeviceInfo:
             hz,
             layers,
             arena,
+            stack,
             bool(ready),
             sizes[:inputs],
             sizes[inputs:],
@@ -162,11 +165,13 @@ class DeviceInfo:
 
 @dataclass
 class RunResult:
-    """The outputs of one invoke and the ticks it took, in total and per layer."""
+    """The outputs of one invoke, the ticks it took in total and per layer,
+    and the deepest the stack has been since reset."""
 
     outputs: list[bytes]
     ticks: int
     layer_ticks: list[int]
+    stack_used: int
 
 
 @dataclass
@@ -213,6 +218,7 @@ class Device:
         self._reader = FrameReader()
         self._seq = 0
         self._info: DeviceInfo | None = None
+        self._device_payload = MAX_PAYLOAD
 
     def close(self) -> None:
         self.port.close()
@@ -271,12 +277,15 @@ class Device:
                 if got == "timeout":
                     timeouts += 1
                     self.stats.timeouts += 1
+                    self._flush_device()
                     break
                 if got == "damaged":
                     break
                 assert isinstance(got, tuple)
                 kind, reply_seq, body = got
                 if kind == MSG_BOOT:
+                    if len(body) >= 8:
+                        (self._device_payload,) = struct.unpack_from("<H", body, 6)
                     if allow_boot:
                         continue
                     self.stats.resets += 1
@@ -312,6 +321,17 @@ class Device:
             "has it open"
         )
 
+    def _flush_device(self) -> None:
+        """Complete any frame the device is still collecting.
+
+        A lost byte, or a damaged length, leaves the device waiting for the
+        rest of a frame, and short requests sent again would only feed it.
+        Zeros longer than the largest frame finish that frame (its CRC fails)
+        and contain no sync bytes, so the device is looking for a new frame
+        when the request is sent again.
+        """
+        self.port.write(bytes(self._device_payload + 16))
+
     def info(self) -> DeviceInfo:
         """Ask the firmware what it runs (cached)."""
         if self._info is None:
@@ -327,6 +347,7 @@ class Device:
                     "build again"
                 )
             self._info = info
+            self._device_payload = info.max_payload
         return self._info
 
     def check_model(self, crc: int, directory: str | os.PathLike[str]) -> None:
@@ -351,11 +372,12 @@ class Device:
             header = struct.pack("<BI", index, offset)
             self.request(CMD_WRITE_INPUT, header + data[offset : offset + step])
 
-    def invoke(self) -> int:
-        """Run the model once; return the ticks it took."""
+    def invoke(self) -> tuple[int, int]:
+        """Run the model once; return the ticks it took and the stack's
+        high-water mark in bytes."""
         reply = self.request(CMD_INVOKE)
-        low, high = struct.unpack_from("<II", reply)
-        return low | high << 32
+        low, high, stack = struct.unpack_from("<III", reply)
+        return low | high << 32, stack
 
     def read_output(self, index: int) -> bytes:
         size = self.info().output_bytes[index]
@@ -394,9 +416,9 @@ class Device:
                     )
                 for index, data in enumerate(inputs):
                     self.write_input(index, data)
-                ticks = self.invoke()
+                ticks, stack = self.invoke()
                 outputs = [self.read_output(i) for i in range(len(info.output_bytes))]
-                return RunResult(outputs, ticks, self.read_counts())
+                return RunResult(outputs, ticks, self.read_counts(), stack)
             except DeviceReset:
                 continue
         raise ToolkitError(
@@ -441,12 +463,20 @@ class QemuBoard:
     boot frame is never missed. `url` is the pyserial URL to connect to.
     """
 
-    def __init__(self, elf: str | os.PathLike[str], machine: str, icount: bool = True):
+    def __init__(
+        self,
+        elf: str | os.PathLike[str],
+        machine: str,
+        icount: bool = True,
+        monitor: bool = False,
+    ):
         self.elf = Path(elf)
         self.machine = machine
         self.icount = icount
+        self.monitor = monitor
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.monitor_port = 0
         # QEMU writes to the log for as long as it runs; __exit__ closes it.
         self._log = tempfile.TemporaryFile()  # noqa: SIM115
 
@@ -462,7 +492,7 @@ class QemuBoard:
             "-display",
             "none",
             "-monitor",
-            "none",
+            f"tcp:127.0.0.1:{self.monitor_port},server=on,wait=off" if self.monitor else "none",
             "-nodefaults",
             "-kernel",
             str(self.elf),
@@ -481,6 +511,7 @@ class QemuBoard:
             raise ToolkitError(f"{self.elf}: no such firmware; run toolkit build first")
         for _ in range(3):
             self.port = _free_port()
+            self.monitor_port = _free_port() if self.monitor else 0
             self.process = subprocess.Popen(
                 self.command(self.port),
                 stdin=subprocess.DEVNULL,
@@ -504,6 +535,15 @@ class QemuBoard:
             time.sleep(0.02)
         self.close()
         raise ToolkitError(f"QEMU ({self.machine}) did not open its serial port in {limit:g} s")
+
+    def reset(self) -> None:
+        """Reset the emulated board, as its reset button would (needs
+        `monitor=True`)."""
+        if not self.monitor:
+            raise ToolkitError("QemuBoard.reset needs monitor=True")
+        with socket.create_connection(("127.0.0.1", self.monitor_port), timeout=5) as monitor:
+            monitor.sendall(b"system_reset\n")
+            time.sleep(0.1)
 
     def _read_log(self) -> bytes:
         self._log.seek(0)

@@ -216,6 +216,8 @@ def build_firmware(
         target = load_target_file(project / "firmware" / "target.toml")
     output = project / ELF_NAME
     partial = project / f".{ELF_NAME}.partial"
+    # The memory map follows the description, edited or not.
+    (project / "firmware" / "memory.ld").write_text(memory_script(target))
     command = firmware_command(project, target, partial)
     result = subprocess.run(command, capture_output=True, text=True, check=False, cwd=project)
     if result.returncode != 0:

@@ -88,6 +88,7 @@ class SampleResult:
     outputs: list[np.ndarray]
     ticks: int
     layer_ticks: list[int]
+    stack_used: int
 
 
 def run_samples(
@@ -104,7 +105,7 @@ def run_samples(
             np.frombuffer(blob, dtype=spec["dtype"]).reshape(spec["shape"]).copy()
             for blob, spec in zip(raw.outputs, report["outputs"], strict=True)
         ]
-        results.append(SampleResult(outputs, raw.ticks, raw.layer_ticks))
+        results.append(SampleResult(outputs, raw.ticks, raw.layer_ticks, raw.stack_used))
     return results
 
 

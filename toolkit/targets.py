@@ -48,7 +48,7 @@ class Target:
     ram: Region
     uart_driver: str
     uart_defines: dict[str, str]
-    max_payload: int = 1024
+    max_payload: int = 256
     qemu_machine: str | None = None
     pyocd_target: str | None = None
     openocd_config: tuple[str, ...] = field(default_factory=tuple)
@@ -110,7 +110,7 @@ def load_target_file(path: Path, name: str | None = None) -> Target:
         )
     qemu = data.get("qemu", {})
     board = data.get("board", {})
-    max_payload = data.get("max_payload", 1024)
+    max_payload = data.get("max_payload", 256)
     if not isinstance(max_payload, int) or not 64 <= max_payload <= 4096:
         raise ToolkitError(f"{path}: max_payload must be an integer from 64 to 4096")
     if name is None:

@@ -31,6 +31,10 @@ uint64_t counter_read(void);
 void fw_layer_begin(int32_t layer);
 void fw_layer_end(int32_t layer);
 
+/* The stack's size, and the deepest it has been since reset (bytes). */
+uint32_t fw_stack_size(void);
+uint32_t fw_stack_used(void);
+
 /* Send a fault report frame; called from the fault handler. */
 void fw_report_fault(uint32_t exception);
 

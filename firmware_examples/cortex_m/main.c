@@ -9,7 +9,7 @@
  *
  * Build-time settings (-D): FW_MODEL_CRC (CRC-32 of model.tflite),
  * FW_COUNTER_HZ (SysTick clock), FW_MAX_PAYLOAD (largest payload, default
- * 1024), and the UART driver's own settings.
+ * 256), and the UART driver's own settings.
  */
 #include <string.h>
 
@@ -18,7 +18,7 @@
 #include "protocol.h"
 
 #ifndef FW_MAX_PAYLOAD
-#define FW_MAX_PAYLOAD 1024u
+#define FW_MAX_PAYLOAD 256u
 #endif
 #ifndef FW_MODEL_CRC
 #define FW_MODEL_CRC 0u
@@ -39,7 +39,7 @@ static uint8_t rx[4u + FW_MAX_PAYLOAD + FRAME_CRC_BYTES];
 static uint32_t layer_ticks[MODEL_LAYER_COUNT];
 static int model_ready;
 static int last_invoke_seq = -1;
-static uint8_t last_invoke_reply[9];
+static uint8_t last_invoke_reply[13];
 
 static uint16_t get_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 
@@ -125,8 +125,8 @@ void fw_report_fault(uint32_t exception) {
 }
 
 static void handle_info(uint8_t seq) {
-  uint8_t info[24 + 4 * (MODEL_INPUT_COUNT + MODEL_OUTPUT_COUNT)];
-  uint8_t *p = &info[24];
+  uint8_t info[28 + 4 * (MODEL_INPUT_COUNT + MODEL_OUTPUT_COUNT)];
+  uint8_t *p = &info[28];
   int32_t i;
 
   info[0] = STATUS_OK;
@@ -136,9 +136,10 @@ static void handle_info(uint8_t seq) {
   put_u32(&info[9], FW_COUNTER_HZ);
   put_u32(&info[13], MODEL_LAYER_COUNT);
   put_u32(&info[17], MODEL_ARENA_SIZE);
-  info[21] = MODEL_INPUT_COUNT;
-  info[22] = MODEL_OUTPUT_COUNT;
-  info[23] = (uint8_t)model_ready;
+  put_u32(&info[21], fw_stack_size());
+  info[25] = MODEL_INPUT_COUNT;
+  info[26] = MODEL_OUTPUT_COUNT;
+  info[27] = (uint8_t)model_ready;
   for (i = 0; i < MODEL_INPUT_COUNT; ++i, p += 4) {
     put_u32(p, (uint32_t)model_input_bytes(i));
   }
@@ -188,6 +189,7 @@ static void handle_invoke(uint8_t seq) {
     last_invoke_reply[0] = STATUS_OK;
     put_u32(&last_invoke_reply[1], (uint32_t)ticks);
     put_u32(&last_invoke_reply[5], (uint32_t)(ticks >> 32));
+    put_u32(&last_invoke_reply[9], fw_stack_used());
     last_invoke_seq = seq;
   }
   send_frame(CMD_INVOKE | REPLY_BIT, seq, last_invoke_reply, sizeof last_invoke_reply, NULL, 0);
@@ -264,13 +266,14 @@ int main(void) {
   uint32_t received = 0;
   uint32_t expected = 4;
   uint32_t idle_polls = 0;
-  uint8_t boot[6];
+  uint8_t boot[8];
 
   uart_init();
   counter_start();
   model_ready = model_check() == TK_OK;
   put_u16(boot, PROTOCOL_VERSION);
   put_u32(&boot[2], FW_MODEL_CRC);
+  put_u16(&boot[6], FW_MAX_PAYLOAD);
   send_frame(MSG_BOOT, 0, boot, sizeof boot, NULL, 0);
 
   for (;;) {

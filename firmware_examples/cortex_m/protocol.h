@@ -27,12 +27,12 @@
 /* Requests. */
 #define CMD_INFO 0x01u         /* -> model and firmware description */
 #define CMD_WRITE_INPUT 0x02u  /* u8 input, u32 offset, bytes */
-#define CMD_INVOKE 0x03u       /* -> u64 total ticks */
+#define CMD_INVOKE 0x03u       /* -> u64 total ticks, u32 deepest stack */
 #define CMD_READ_OUTPUT 0x04u  /* u8 output, u32 offset, u16 size -> bytes */
 #define CMD_READ_COUNTS 0x05u  /* u32 first layer, u16 count -> u32 ticks each */
 
 /* Frames the firmware sends on its own. */
-#define MSG_BOOT 0x7Fu  /* after reset: u16 protocol version, u32 model CRC */
+#define MSG_BOOT 0x7Fu  /* after reset: u16 version, u32 model CRC, u16 max payload */
 #define MSG_BUSY 0x7Du  /* an INVOKE started; its reply follows when done */
 #define MSG_FAULT 0x7Eu /* u32 exception number */
 #define MSG_NAK 0xFFu   /* status: a frame arrived damaged */

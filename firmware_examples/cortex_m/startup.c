@@ -2,16 +2,18 @@
  * startup.c: reset and exception entry for the Cortex-M serial server.
  *
  * The linker script (targets/cortex_m_sections.ld) provides the symbols
- * used here: the top of the stack, the load and run addresses of .data and
- * the bounds of .bss. Reset_Handler copies .data from flash, clears .bss,
- * turns on the FPU (and Helium) when the code was built for one, then calls
- * main. Faults report the faulting address over the serial line.
+ * used here: the bounds of the stack, the load and run addresses of .data
+ * and the bounds of .bss. Reset_Handler copies .data from flash, clears
+ * .bss, fills the free stack with a pattern (fw_stack_used finds how deep
+ * the stack went), turns on the FPU (and Helium) when the code was built for
+ * one, then calls main. Faults report the exception over the serial line.
  */
 #include <stddef.h>
 #include <stdint.h>
 
 #include "firmware.h"
 
+extern uint32_t __stack_bottom[];
 extern uint32_t __stack_top[];
 extern const uint32_t __data_load[];
 extern uint32_t __data_start[];
@@ -26,6 +28,10 @@ void Default_Handler(void);
 void SysTick_Handler(void);
 
 #define CPACR (*(volatile uint32_t *)0xE000ED88u)
+#define STACK_PATTERN 0x57A5C0DEu
+/* Bytes below the stack pointer that Reset_Handler leaves unpainted: its
+ * own frame and the calls it makes. */
+#define PAINT_MARGIN 64u
 #define VTOR (*(volatile uint32_t *)0xE000ED08u)
 
 typedef void (*vector_entry)(void);
@@ -60,6 +66,8 @@ static size_t words_between(const uint32_t *start, const uint32_t *end) {
 void Reset_Handler(void) {
   const size_t data_words = words_between(__data_start, __data_end);
   const size_t bss_words = words_between(__bss_start, __bss_end);
+  uintptr_t sp;
+  size_t paint_words;
   size_t i;
 
   for (i = 0; i < data_words; ++i) {
@@ -67,6 +75,11 @@ void Reset_Handler(void) {
   }
   for (i = 0; i < bss_words; ++i) {
     __bss_start[i] = 0;
+  }
+  __asm volatile("mov %0, sp" : "=r"(sp));
+  paint_words = words_between(__stack_bottom, (const uint32_t *)(sp - PAINT_MARGIN));
+  for (i = 0; i < paint_words; ++i) {
+    ((volatile uint32_t *)__stack_bottom)[i] = STACK_PATTERN;
   }
 #if defined(__ARM_FP) || defined(__ARM_FEATURE_MVE)
   /* Full access to coprocessors 10 and 11: the FPU and the M-profile
@@ -80,6 +93,20 @@ void Reset_Handler(void) {
   (void)main();
   for (;;) {
   }
+}
+
+uint32_t fw_stack_size(void) {
+  return (uint32_t)((uintptr_t)__stack_top - (uintptr_t)__stack_bottom);
+}
+
+uint32_t fw_stack_used(void) {
+  const size_t words = words_between(__stack_bottom, __stack_top);
+  size_t i = 0;
+
+  while (i < words && ((volatile const uint32_t *)__stack_bottom)[i] == STACK_PATTERN) {
+    ++i;
+  }
+  return (uint32_t)((words - i) * sizeof(uint32_t));
 }
 
 void Fault_Handler(void) {
