@@ -89,7 +89,7 @@ def test_damaged_replies_are_asked_for_again() -> None:
     assert device.stats.retries == 3
 
 
-def test_lost_replies_time_out_and_are_asked_for_again() -> None:
+def test_lost_replies_are_requested_again() -> None:
     dropped = []
 
     def drop_output_replies(kind: int, frame: bytes) -> bytes:

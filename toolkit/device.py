@@ -4,9 +4,8 @@
 pyserial port: a `socket://` URL (QEMU, or a proxy in tests), a pty, or a
 board's `/dev/ttyACM0`. The frame format is described in the firmware's
 protocol.h. Every wait has a deadline and every failure a bounded number of
-retries: a damaged or missing reply is asked for again, a device reset
-restarts the run, and when the budget is spent the error says what went
-wrong.
+retries. A damaged or missing reply is requested again and a device reset
+restarts the run. When the retries are spent, the error names what failed.
 
 `QemuBoard` starts qemu-system-arm on an ELF with its serial line on a TCP
 socket on 127.0.0.1 and with `-icount shift=0`, so the SysTick counts that
@@ -66,7 +65,7 @@ EXCEPTIONS = {2: "NMI", 3: "HardFault", 4: "MemManage", 5: "BusFault", 6: "Usage
 
 
 def encode_frame(kind: int, seq: int, payload: bytes = b"") -> bytes:
-    """One frame: sync, type, sequence, length, payload, CRC-32."""
+    """Encode one frame: sync, type, sequence, length, payload, CRC-32."""
     if len(payload) > 0xFFFF:
         raise ValueError("payload longer than 65535 bytes")
     body = HEADER.pack(kind, seq & 0xFF, len(payload)) + payload
@@ -127,7 +126,7 @@ class DeviceReset(ToolkitError):
 
 @dataclass(frozen=True)
 class DeviceInfo:
-    """What the firmware reports about itself and its model."""
+    """Model and firmware description from the INFO reply."""
 
     protocol_version: int
     max_payload: int
@@ -176,7 +175,7 @@ class RunResult:
 
 @dataclass
 class LinkStats:
-    """What went wrong on the line, and was recovered from."""
+    """Counts of the line errors that the link recovered from."""
 
     retries: int = 0
     timeouts: int = 0
@@ -235,8 +234,8 @@ class Device:
         self.close()
 
     def _receive(self, deadline: float) -> tuple[int, int, bytes] | str:
-        """The next intact frame, "damaged" when a frame arrived broken,
-        or "timeout" at the deadline."""
+        """Return the next intact frame, "damaged" when a frame arrived
+        broken, or "timeout" at the deadline."""
         damaged = self._reader.damaged
         last_byte = time.monotonic()
         while True:

@@ -1,8 +1,8 @@
 """Cross-build a deployed model with the Cortex-M firmware example.
 
 `stage_firmware` copies the serial server (firmware_examples/cortex_m), the
-section layout and the target description into DIR/firmware/ and writes the
-memory map; `build_firmware` compiles everything in DIR with
+section layout and the target description into DIR/firmware/. Then
+`build_firmware` writes the memory map, compiles everything in DIR with
 arm-none-eabi-gcc into DIR/firmware.elf and measures flash and RAM from the
 ELF. A part that is too small stops the build with the number of bytes
 missing. DIR/firmware/Makefile repeats the same command for builds without
@@ -109,7 +109,7 @@ def _defines(project: Path, target: Target) -> list[str]:
 
 
 def firmware_command(project: Path, target: Target, output: Path) -> list[str]:
-    """The one compile-and-link command line of the firmware."""
+    """Return the firmware's single compile-and-link command line."""
     firmware = project / "firmware"
     sources = [
         *source_files(project),
@@ -260,7 +260,7 @@ def rebuild(directory: str | os.PathLike[str]) -> FirmwareSize:
 
 
 def format_size(size: dict[str, Any]) -> str:
-    """One line on the firmware's flash and RAM against the part's."""
+    """Format the firmware's flash and RAM against the part's as one line."""
     return (
         f"firmware: {size['flash_bytes']:,} of {size['flash_size']:,} bytes of flash "
         f"({size['flash_bytes'] / size['flash_size']:.1%}), {size['ram_bytes']:,} of "

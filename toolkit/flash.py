@@ -1,9 +1,9 @@
 """Write a firmware ELF to a board with pyOCD or OpenOCD.
 
 The target description names the part for pyOCD (`pyocd_target`) and the
-OpenOCD configuration files (`openocd_config`). Whichever tool is installed
-is used (pyOCD first) unless one is asked for; a missing tool or probe gives
-an error that says what to install or connect.
+OpenOCD configuration files (`openocd_config`). The first installed tool
+is used (pyOCD before OpenOCD) unless the caller names one. A missing tool
+or probe raises an error that names what to install or connect.
 """
 
 from __future__ import annotations
@@ -83,9 +83,9 @@ def flash(
     candidates = [tool] if tool else list(TOOLS)
     found = [name for name in candidates if shutil.which(name)]
     if not found:
-        wanted = " or ".join(candidates)
+        expected = " or ".join(candidates)
         raise ToolkitError(
-            f"no flashing tool found ({wanted} is not on the PATH): install pyOCD with "
+            f"no flashing tool found ({expected} is not on the PATH): install pyOCD with "
             "`pip install pyocd` or OpenOCD with `apt-get install openocd`; boards with an "
             f"ST-LINK or DAPLink USB drive also take {elf.with_suffix('.bin')} copied onto it"
         )

@@ -1,9 +1,9 @@
 """Target descriptions: one TOML file per Cortex-M target in `targets/`.
 
 A description names the compiler flags, the flash and RAM regions, the
-stack size, the UART driver of the firmware example and its settings, the
-SysTick clock, and either the QEMU machine that emulates the board or the
-flashing settings of a real board.
+stack size, the SysTick clock, and the firmware example's UART driver with
+its settings. An emulated board also names its QEMU machine, and a real
+board its pyOCD and OpenOCD settings.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class Target:
 
 
 def target_names() -> list[str]:
-    """The Cortex-M targets that have a description, sorted."""
+    """List the Cortex-M targets that have a description, sorted."""
     directory = targets_dir()
     return sorted(path.stem for path in directory.glob("*.toml")) if directory.is_dir() else []
 

@@ -54,6 +54,7 @@ void tk_depthwise_conv2d_s8(const tk_depthwise_conv_params *params,
   const int32_t out_w = output_dims->w;
   const int32_t out_c = output_dims->c;
   const int32_t multiplier = params->depth_multiplier;
+  const size_t in_step = (size_t)params->dilation_w * (size_t)in_c;
   int32_t batch;
   int32_t out_y;
   int32_t out_x;
@@ -61,33 +62,47 @@ void tk_depthwise_conv2d_s8(const tk_depthwise_conv_params *params,
 
   for (batch = 0; batch < input_dims->n; ++batch) {
     const int8_t *image = input + (size_t)batch * in_h * in_w * in_c;
+    int8_t *out = output + (size_t)batch * out_h * out_w * out_c;
+
     for (out_y = 0; out_y < out_h; ++out_y) {
       const int32_t in_y0 = out_y * params->stride_h - params->pad_h;
+      int32_t ky_begin;
+      int32_t ky_end;
+
+      tk_window_taps(in_y0, params->dilation_h, k_h, in_h, &ky_begin, &ky_end);
       for (out_x = 0; out_x < out_w; ++out_x) {
         const int32_t in_x0 = out_x * params->stride_w - params->pad_w;
+        int32_t kx_begin;
+        int32_t kx_end;
+        int32_t ic = 0;
+        int32_t m = 0;
+
+        /* The taps inside the input are found once per output pixel, so the
+         * inner loops run without bounds checks. */
+        tk_window_taps(in_x0, params->dilation_w, k_w, in_w, &kx_begin, &kx_end);
         for (oc = 0; oc < out_c; ++oc) {
-          const int32_t ic = oc / multiplier;
           int32_t acc = 0;
           int32_t ky;
-          int32_t kx;
 
-          for (ky = 0; ky < k_h; ++ky) {
+          for (ky = ky_begin; ky < ky_end; ++ky) {
             const int32_t in_y = in_y0 + ky * params->dilation_h;
-            if (in_y < 0 || in_y >= in_h) {
-              continue;
-            }
-            for (kx = 0; kx < k_w; ++kx) {
-              const int32_t in_x = in_x0 + kx * params->dilation_w;
-              if (in_x < 0 || in_x >= in_w) {
-                continue;
-              }
-              acc += (image[((size_t)in_y * in_w + in_x) * in_c + ic] + params->input_offset) *
-                     filter[((size_t)ky * k_w + kx) * out_c + oc];
+            const int32_t in_x = in_x0 + kx_begin * params->dilation_w;
+            size_t in_index = ((size_t)in_y * in_w + (size_t)in_x) * in_c + (size_t)ic;
+            size_t filter_index = ((size_t)ky * k_w + (size_t)kx_begin) * out_c + (size_t)oc;
+            int32_t kx;
+
+            for (kx = kx_begin; kx < kx_end; ++kx) {
+              acc += (image[in_index] + params->input_offset) * filter[filter_index];
+              in_index += in_step;
+              filter_index += (size_t)out_c;
             }
           }
-
-          output[(((size_t)batch * out_h + out_y) * out_w + out_x) * out_c + oc] =
-              tk_output_s8(acc, bias, oc, quant, params->output_offset, &params->clamp);
+          *out++ = tk_output_s8(acc, bias, oc, quant, params->output_offset, &params->clamp);
+          /* Output channel oc reads input channel oc / multiplier. */
+          if (++m == multiplier) {
+            m = 0;
+            ++ic;
+          }
         }
       }
     }

@@ -78,6 +78,24 @@ static inline tk_status tk_check_window(int32_t input, int32_t filter, int32_t s
   return TK_OK;
 }
 
+/* The taps [*begin, *end) of a window of `filter` taps, `dilation` apart,
+ * whose first tap sits at `start` (negative inside the leading padding),
+ * that fall inside an input of `input` values. */
+static inline void tk_window_taps(int32_t start, int32_t dilation, int32_t filter, int32_t input,
+                                  int32_t *begin, int32_t *end) {
+  int32_t first = 0;
+  int32_t last = filter;
+
+  if (start < 0) {
+    first = (-start + dilation - 1) / dilation;
+  }
+  if (start + (filter - 1) * dilation >= input) {
+    last = input > start ? (input - start + dilation - 1) / dilation : 0;
+  }
+  *begin = first < filter ? first : filter;
+  *end = last > *begin ? last : *begin;
+}
+
 /* The tail shared by the convolution and fully connected kernels: add the
  * channel's bias (if any), requantize, add the output zero point, clamp. */
 static inline int8_t tk_output_s8(int32_t acc, const int32_t *bias, int32_t channel,

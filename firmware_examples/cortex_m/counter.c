@@ -5,9 +5,9 @@
  * interrupt counts the wraps. Under QEMU with -icount shift=0 each
  * instruction takes one virtual nanosecond, so ticks * 1e9 / FW_COUNTER_HZ
  * counts instructions to one tick. QEMU starts the timer's phase when it is
- * enabled, and the host's bytes arrive at no fixed virtual time, so
- * counter_start restarts the timer at the start of each measurement: the
- * count then depends only on the instructions run, the same in every run.
+ * enabled, and the host's bytes arrive at no fixed virtual time. So
+ * counter_start restarts the timer at the start of each measurement, and the
+ * count depends only on the instructions run.
  */
 #include "firmware.h"
 

@@ -2,8 +2,9 @@
  * firmware.h: the pieces of the Cortex-M serial server.
  *
  * One UART driver per board family implements the uart_* functions
- * (uart_cmsdk.c, uart_nrf51.c, uart_stm32.c); the build passes its base
- * address and clock with -D. counter.c counts SysTick ticks in each layer. main.c answers framed requests (see protocol.h).
+ * (uart_cmsdk.c, uart_nrf51.c, uart_stm32.c), and the build passes its
+ * base address and clock with -D. counter.c counts SysTick ticks in each
+ * layer. main.c replies to framed requests (see protocol.h).
  */
 #ifndef FIRMWARE_H
 #define FIRMWARE_H

@@ -1,7 +1,7 @@
 /*
  * main.c: a serial server that runs a generated model on a Cortex-M.
  *
- * The host writes the inputs, asks for an invoke, then reads the outputs
+ * The host writes the inputs, requests an invoke, then reads the outputs
  * and the ticks each layer took, all as frames described in protocol.h.
  * After reset the firmware sends a BOOT frame, so the host can tell a reset
  * from a lost reply. Nothing is allocated at run time: the receive buffer,

@@ -9,10 +9,10 @@
  * zlib) covers type, sequence, length and payload. A reply has the request's
  * type with bit 7 set, the request's sequence number, and a status byte as
  * the first byte of its payload. A frame with a bad CRC or a length above
- * FW_MAX_PAYLOAD gets a NAK reply. An INVOKE is confirmed with a BUSY frame
- * before the model runs, so the host can wait long for the result but only
- * briefly for the confirmation; an INVOKE whose sequence number equals the
- * previous one's gets that reply again, without running the model twice. The host side is toolkit/device.py.
+ * FW_MAX_PAYLOAD gets a NAK reply. The firmware confirms an INVOKE with a
+ * BUSY frame before the model runs, so the host waits long only for a
+ * confirmed invoke. An INVOKE whose sequence number equals the previous
+ * one's gets that reply again, without running the model twice. The host side is toolkit/device.py.
  */
 #ifndef PROTOCOL_H
 #define PROTOCOL_H

@@ -2,11 +2,11 @@
  * uart_stm32.c: the USART of STM32F7 and STM32L4 parts (the same register
  * layout), on the pins a board routes to its ST-LINK virtual COM port.
  *
- * Settings (-D), from the target description: UART_BASE, UART_CLOCK_HZ
- * (the clock after reset: 16 MHz HSI on the F7, 4 MHz MSI on the L4),
- * RCC_GPIO_ENR and RCC_GPIO_BITS (the GPIO ports' clock enables),
- * RCC_UART_ENR and RCC_UART_BIT, TX_GPIO and TX_PIN, RX_GPIO and RX_PIN,
- * and PIN_AF (the alternate function number of both pins).
+ * Settings (-D) come from the target description. UART_BASE is the USART
+ * and UART_CLOCK_HZ its clock after reset (16 MHz HSI on the F7, 4 MHz MSI
+ * on the L4). RCC_GPIO_ENR and RCC_GPIO_BITS enable the GPIO ports' clocks,
+ * RCC_UART_ENR and RCC_UART_BIT the USART's. TX_GPIO, TX_PIN, RX_GPIO and
+ * RX_PIN name the pins, and PIN_AF is their alternate function number.
  */
 #include "firmware.h"
 
