@@ -79,9 +79,10 @@ class FrameReader:
     after the false start, so a frame that follows damage is still found.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_payload: int = MAX_PAYLOAD) -> None:
         self.buffer = bytearray()
         self.damaged = 0
+        self.max_payload = max_payload
 
     def feed(self, data: bytes) -> None:
         self.buffer += data
@@ -103,7 +104,7 @@ class FrameReader:
             if len(self.buffer) < len(SYNC) + HEADER.size:
                 return None
             kind, seq, length = HEADER.unpack_from(self.buffer, len(SYNC))
-            if length > MAX_PAYLOAD:
+            if length > self.max_payload:
                 self.damaged += 1
                 del self.buffer[:1]
                 continue
@@ -276,6 +277,8 @@ class Device:
                 if got == "timeout":
                     timeouts += 1
                     self.stats.timeouts += 1
+                    # A partial frame left now would swallow the next reply.
+                    self._reader.discard()
                     self._flush_device()
                     break
                 if got == "damaged":
@@ -285,6 +288,7 @@ class Device:
                 if kind == MSG_BOOT:
                     if len(body) >= 8:
                         (self._device_payload,) = struct.unpack_from("<H", body, 6)
+                        self._reader.max_payload = self._device_payload
                     if allow_boot:
                         continue
                     self.stats.resets += 1
@@ -347,6 +351,7 @@ class Device:
                 )
             self._info = info
             self._device_payload = info.max_payload
+            self._reader.max_payload = info.max_payload
         return self._info
 
     def check_model(self, crc: int, directory: str | os.PathLike[str]) -> None:

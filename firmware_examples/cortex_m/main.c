@@ -33,6 +33,12 @@
 #define FW_IDLE_POLLS 200000u
 #endif
 
+/* The INFO reply must fit a frame: fail the build otherwise (C99 has no
+ * _Static_assert). */
+typedef char info_reply_fits[28 + 4 * (MODEL_INPUT_COUNT + MODEL_OUTPUT_COUNT) <= FW_MAX_PAYLOAD
+                                 ? 1
+                                 : -1];
+
 enum parse_state { WAIT_SYNC0, WAIT_SYNC1, READ_BODY };
 
 static uint8_t rx[4u + FW_MAX_PAYLOAD + FRAME_CRC_BYTES];
