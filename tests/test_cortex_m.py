@@ -505,3 +505,16 @@ def test_flash_refuses_an_emulated_target(firmware: Any) -> None:
 
     with pytest.raises(ToolkitError, match="runs in QEMU .*toolkit run .* --emulate"):
         flash(firmware("dscnn_kws_int8", "cortex-m4"))
+
+
+@pytest.mark.slow
+def test_digits_example_in_qemu(tmp_path: Path) -> None:
+    """`toolkit example --target cortex-m4`: all 450 test digits through the
+    firmware in QEMU, identical to TFLM."""
+    from toolkit.examples.digits import run_example
+
+    _emulator()
+    result = run_example(tmp_path / "digits", epochs=3, target="cortex-m4")
+    assert result.agree
+    assert result.tflite_accuracy == result.c_accuracy
+    assert "generated C (cortex-m4 in QEMU)" in result.summary()

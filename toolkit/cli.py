@@ -152,7 +152,9 @@ def _add_device_arguments(parser: argparse.ArgumentParser, required: bool) -> No
 def _example(args: argparse.Namespace) -> int:
     from toolkit.examples.digits import run_example
 
-    result = run_example(args.out, epochs=args.epochs, seed=args.seed, clusters=args.cluster)
+    result = run_example(
+        args.out, epochs=args.epochs, seed=args.seed, clusters=args.cluster, target=args.target
+    )
     print(result.summary())
     return 0 if result.agree else 2
 
@@ -376,6 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="K",
         help="share K values per output channel and fine-tune them before deploying",
+    )
+    example.add_argument(
+        "--target",
+        default="host",
+        help="host (default), or an emulated Cortex-M target such as cortex-m4: the test "
+        "digits then run on its firmware in QEMU",
     )
     example.set_defaults(handler=_example)
 

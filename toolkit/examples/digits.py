@@ -45,6 +45,12 @@ class ExampleResult:
     clustered_accuracy: float | None = None
 
     @property
+    def where(self) -> str:
+        """Where the generated C ran: the host, or a Cortex-M target in QEMU."""
+        target = self.deployment.report["target"]
+        return "host build" if target == "host" else f"{target} in QEMU"
+
+    @property
     def agree(self) -> bool:
         """True when the C code and TFLM gave the same outputs on every sample."""
         return self.mismatched_samples == 0
@@ -63,7 +69,7 @@ class ExampleResult:
             )
         lines += [
             f"  int8 TFLite (TFLM):       {self.tflite_accuracy:.2%}",
-            f"  generated C (host build): {self.c_accuracy:.2%}",
+            f"  generated C ({self.where}): {self.c_accuracy:.2%}",
             (
                 "  C and TFLM outputs are identical on every sample"
                 if self.agree
@@ -156,16 +162,11 @@ def cluster_and_fine_tune(
     return strip_clustering(clustered)
 
 
-def evaluate_deployment(out: str | os.PathLike[str], data: DigitsData) -> tuple[float, float, int]:
-    """Test accuracy of the deployed int8 model run by TFLM and of its
-    generated C run on the host, and the count of test samples on which
-    their outputs differ."""
+def _c_outputs_on_host(
+    out: str | os.PathLike[str], report: dict[str, Any], inputs: np.ndarray
+) -> list[np.ndarray]:
     from toolkit.build import HostModel, TensorSpec, build_host_library
-    from toolkit.reference import make_interpreter, run_tflm
-    from toolkit.validate import load_deployment
 
-    report, flatbuffer, _ = load_deployment(out)
-    inputs = _quantize_inputs(data.x_test, report["inputs"][0])
     specs = [
         [TensorSpec(e["name"], tuple(e["shape"]), e["dtype"]) for e in report[role]]
         for role in ("inputs", "outputs")
@@ -173,16 +174,41 @@ def evaluate_deployment(out: str | os.PathLike[str], data: DigitsData) -> tuple[
     library = build_host_library(out)
     try:
         c_model = HostModel(library, specs[0], specs[1], len(report["layers"]))
-        interpreter = make_interpreter(flatbuffer)
-        c_labels, tflm_labels, mismatched = [], [], 0
-        for sample in inputs:
-            ours = c_model.run([sample])[0]
-            theirs = run_tflm(flatbuffer, [sample], interpreter)[0]
-            mismatched += int(not np.array_equal(ours, theirs))
-            c_labels.append(int(np.argmax(ours)))
-            tflm_labels.append(int(np.argmax(theirs)))
+        return [c_model.run([sample])[0] for sample in inputs]
     finally:
         shutil.rmtree(library.parent, ignore_errors=True)
+
+
+def _c_outputs_in_qemu(
+    out: str | os.PathLike[str], report: dict[str, Any], inputs: np.ndarray
+) -> list[np.ndarray]:
+    from toolkit.remote import connect, run_samples
+
+    with connect(out, emulate=True) as device:
+        return [r.outputs[0] for r in run_samples(device, report, [[x] for x in inputs])]
+
+
+def evaluate_deployment(
+    out: str | os.PathLike[str], data: DigitsData, emulate: bool = False
+) -> tuple[float, float, int]:
+    """Test accuracy of the deployed int8 model run by TFLM and of its
+    generated C, and the count of test samples on which their outputs
+    differ. The C runs on the host, or with `emulate` as the Cortex-M
+    firmware in QEMU."""
+    from toolkit.reference import make_interpreter, run_tflm
+    from toolkit.validate import load_deployment
+
+    report, flatbuffer, _ = load_deployment(out)
+    inputs = _quantize_inputs(data.x_test, report["inputs"][0])
+    run = _c_outputs_in_qemu if emulate else _c_outputs_on_host
+    c_outputs = run(out, report, inputs)
+    interpreter = make_interpreter(flatbuffer)
+    c_labels, tflm_labels, mismatched = [], [], 0
+    for sample, ours in zip(inputs, c_outputs, strict=True):
+        theirs = run_tflm(flatbuffer, [sample], interpreter)[0]
+        mismatched += int(not np.array_equal(ours, np.asarray(theirs).reshape(ours.shape)))
+        c_labels.append(int(np.argmax(ours)))
+        tflm_labels.append(int(np.argmax(theirs)))
     return (
         float(np.mean(np.array(tflm_labels) == data.y_test)),
         float(np.mean(np.array(c_labels) == data.y_test)),
@@ -196,12 +222,14 @@ def run_example(
     seed: int = 0,
     clusters: int | None = None,
     fine_tune_epochs: int = 10,
+    target: str = "host",
 ) -> ExampleResult:
     """Train, deploy and evaluate the digits CNN; the C code goes to `out`.
 
     With `clusters`, the trained model's weights are shared (Deep
     Compression) and fine-tuned before deployment, and the generated code
-    stores them as codebook indices.
+    stores them as codebook indices. With an emulated Cortex-M `target`,
+    the C is evaluated as that target's firmware in QEMU.
     """
     data = load_digits_data(seed)
     model = train_model(data, epochs=epochs, seed=seed)
@@ -211,8 +239,9 @@ def run_example(
         model = cluster_and_fine_tune(model, data, clusters, fine_tune_epochs, seed)
         clustered_accuracy = _accuracy(model, data)
 
-    deployment = deploy(model, out, calibration=data.x_train)
-    tflite_accuracy, c_accuracy, mismatched = evaluate_deployment(out, data)
+    deployment = deploy(model, out, calibration=data.x_train, target=target)
+    emulate = target != "host"
+    tflite_accuracy, c_accuracy, mismatched = evaluate_deployment(out, data, emulate)
 
     return ExampleResult(
         deployment=deployment,
