@@ -518,3 +518,31 @@ def test_digits_example_in_qemu(tmp_path: Path) -> None:
     assert result.agree
     assert result.tflite_accuracy == result.c_accuracy
     assert "generated C (cortex-m4 in QEMU)" in result.summary()
+
+
+@pytest.mark.slow
+def test_find_layer_on_the_device(firmware: Any, tmp_path: Path) -> None:
+    """A weight of layer 1 edited in the C and rebuilt: validation in QEMU
+    fails, and the layer-by-layer run on the device names layer 1."""
+    import shutil
+
+    from toolkit.firmware import rebuild
+
+    _emulator()
+    out = tmp_path / "edited"
+    shutil.copytree(firmware("digits", "cortex-m4"), out)
+    weights = out / "model_weights.c"
+    head = "const int8_t model_l1_weights[4608] = {\n    "
+    text = weights.read_text()
+    start = text.index(head) + len(head)
+    end = text.index(",", start)
+    value = int(text[start:end])
+    weights.write_text(text[:start] + str(value - 100 if value > 0 else value + 100) + text[end:])
+    rebuild(out)
+
+    result = validate(out, count=5, emulate=True, find_layer=True)
+    assert not result.ok
+    assert result.first_mismatch is not None
+    assert result.first_mismatch.layer == 1
+    assert result.first_mismatch.op == "CONV_2D"
+    assert "first differing layer: 1 (CONV_2D" in result.summary()

@@ -42,6 +42,8 @@ CMD_WRITE_INPUT = 0x02
 CMD_INVOKE = 0x03
 CMD_READ_OUTPUT = 0x04
 CMD_READ_COUNTS = 0x05
+CMD_INVOKE_LAYER = 0x06
+CMD_READ_LAYER = 0x07
 MSG_BUSY = 0x7D
 MSG_FAULT = 0x7E
 MSG_BOOT = 0x7F
@@ -53,6 +55,8 @@ COMMAND_NAMES = {
     CMD_INVOKE: "INVOKE",
     CMD_READ_OUTPUT: "READ_OUTPUT",
     CMD_READ_COUNTS: "READ_COUNTS",
+    CMD_INVOKE_LAYER: "INVOKE_LAYER",
+    CMD_READ_LAYER: "READ_LAYER",
 }
 STATUS_TEXT = {
     1: "the device received a damaged frame",
@@ -383,19 +387,31 @@ class Device:
         low, high, stack = struct.unpack_from("<III", reply)
         return low | high << 32, stack
 
-    def read_output(self, index: int) -> bytes:
-        size = self.info().output_bytes[index]
+    def _read_bytes(self, command: int, header: bytes, size: int) -> bytes:
         step = self._chunk()
         parts = []
         for offset in range(0, size, step):
             count = min(step, size - offset)
-            part = self.request(CMD_READ_OUTPUT, struct.pack("<BIH", index, offset, count))
+            part = self.request(command, header + struct.pack("<IH", offset, count))
             if len(part) != count:
                 raise ToolkitError(
-                    f"{self.name}: READ_OUTPUT returned {len(part)} bytes, asked for {count}"
+                    f"{self.name}: {COMMAND_NAMES[command]} returned {len(part)} bytes, "
+                    f"expected {count}"
                 )
             parts.append(part)
         return b"".join(parts)
+
+    def read_output(self, index: int) -> bytes:
+        size = self.info().output_bytes[index]
+        return self._read_bytes(CMD_READ_OUTPUT, struct.pack("<B", index), size)
+
+    def invoke_layer(self, layer: int) -> None:
+        """Run one layer; layers run in order after the inputs are written."""
+        self.request(CMD_INVOKE_LAYER, struct.pack("<I", layer))
+
+    def read_layer_output(self, layer: int, size: int) -> bytes:
+        """Read the `size` bytes of one layer's output, valid right after it ran."""
+        return self._read_bytes(CMD_READ_LAYER, struct.pack("<I", layer), size)
 
     def read_counts(self) -> list[int]:
         layers = self.info().layer_count

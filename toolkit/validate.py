@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from toolkit.errors import ToolkitError
 from toolkit.ir import Graph
 from toolkit.reference import make_interpreter, run_tflm
 from toolkit.tflite_import import import_tflite
+
+if TYPE_CHECKING:
+    from toolkit.device import Device
 
 
 @dataclass
@@ -192,19 +195,20 @@ def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _first_mismatch(
-    model: HostModel,
     report: dict[str, Any],
     flatbuffer: bytes,
     sample: list[np.ndarray],
     sample_index: int,
+    run_layer: Callable[[dict[str, Any]], np.ndarray],
 ) -> LayerMismatch | None:
+    """Run TFLM keeping every tensor, then `run_layer` on each layer of the
+    report in order (the inputs already set), and return the first layer
+    whose output differs."""
     interpreter = make_interpreter(flatbuffer, preserve_all_tensors=True)
     run_tflm(flatbuffer, sample, interpreter)
-    model.set_inputs(sample)
     for layer in report["layers"]:
-        model.invoke_layer(layer["index"])
         spec = layer["output"]
-        ours = model.layer_output(layer["index"], _specs([spec])[0])
+        ours = run_layer(layer)
         theirs = np.asarray(interpreter.GetTensor(spec["tensor_index"], 0)["tensor_data"])
         difference = _max_diff(ours, theirs)
         if difference != 0:
@@ -236,6 +240,26 @@ def _compare(
     return ValidationResult(len(samples), comparisons), first_bad
 
 
+def _first_mismatch_on_device(
+    device: Device,
+    report: dict[str, Any],
+    flatbuffer: bytes,
+    sample: list[np.ndarray],
+    sample_index: int,
+) -> LayerMismatch | None:
+    for index, (spec, value) in enumerate(zip(report["inputs"], sample, strict=True)):
+        device.write_input(index, np.ascontiguousarray(value, dtype=spec["dtype"]).tobytes())
+
+    def run_layer(layer: dict[str, Any]) -> np.ndarray:
+        spec = layer["output"]
+        size = int(np.prod(spec["shape"])) * np.dtype(spec["dtype"]).itemsize
+        device.invoke_layer(layer["index"])
+        data = device.read_layer_output(layer["index"], size)
+        return np.frombuffer(data, dtype=spec["dtype"]).reshape(spec["shape"])
+
+    return _first_mismatch(report, flatbuffer, sample, sample_index, run_layer)
+
+
 def validate(
     directory: str | os.PathLike[str],
     inputs: Any = None,
@@ -262,13 +286,12 @@ def validate(
 
         with connect(directory, emulate=emulate, port=port) as device:
             results = run_samples(device, report, samples)
-            where = device.name
-        result, first_bad = _compare(samples, [r.outputs for r in results], report, flatbuffer)
-        result.notes.append(f"the generated C ran on {where}")
-        if find_layer and first_bad is not None:
-            result.notes.append(
-                f"the layer search runs on the host: toolkit validate {directory} --find-layer"
-            )
+            result, first_bad = _compare(samples, [r.outputs for r in results], report, flatbuffer)
+            result.notes.append(f"the generated C ran on {device.name}")
+            if find_layer and first_bad is not None:
+                result.first_mismatch = _first_mismatch_on_device(
+                    device, report, flatbuffer, samples[first_bad], first_bad
+                )
         return result
     prefix = report.get("prefix", "model")
     library = build_host_library(directory, prefix=prefix)
@@ -283,8 +306,14 @@ def validate(
         outputs = [model.run(sample) for sample in samples]
         result, first_bad = _compare(samples, outputs, report, flatbuffer)
         if find_layer and first_bad is not None:
+            model.set_inputs(samples[first_bad])
+
+            def run_layer(layer: dict[str, Any]) -> np.ndarray:
+                model.invoke_layer(layer["index"])
+                return model.layer_output(layer["index"], _specs([layer["output"]])[0])
+
             result.first_mismatch = _first_mismatch(
-                model, report, flatbuffer, samples[first_bad], first_bad
+                report, flatbuffer, samples[first_bad], first_bad, run_layer
             )
         return result
     finally:

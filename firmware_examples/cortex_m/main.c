@@ -201,25 +201,56 @@ static void handle_invoke(uint8_t seq) {
   send_frame(CMD_INVOKE | REPLY_BIT, seq, last_invoke_reply, sizeof last_invoke_reply, NULL, 0);
 }
 
-static void handle_read_output(uint8_t seq, const uint8_t *payload, uint32_t size) {
-  const uint8_t *output;
-  uint32_t offset;
-  uint32_t count;
+/* Reply with `count` bytes from `offset` of a tensor of `tensor_size`
+ * bytes at `tensor` (NULL for an index out of range). */
+static void reply_bytes(uint8_t command, uint8_t seq, const uint8_t *tensor, size_t tensor_size,
+                        uint32_t offset, uint32_t count) {
   uint8_t status = STATUS_OK;
 
+  if (tensor == NULL || count > FW_MAX_PAYLOAD - 1u || offset > tensor_size ||
+      count > tensor_size - offset) {
+    reply_status(command, seq, STATUS_BAD_ARGUMENT);
+    return;
+  }
+  send_frame((uint8_t)(command | REPLY_BIT), seq, &status, 1, tensor + offset, count);
+}
+
+static void handle_read_output(uint8_t seq, const uint8_t *payload, uint32_t size) {
   if (size != 7) {
     reply_status(CMD_READ_OUTPUT, seq, STATUS_BAD_ARGUMENT);
     return;
   }
-  output = (const uint8_t *)model_output(payload[0]);
-  offset = get_u32(&payload[1]);
-  count = get_u16(&payload[5]);
-  if (output == NULL || count > FW_MAX_PAYLOAD - 1u || offset > model_output_bytes(payload[0]) ||
-      count > model_output_bytes(payload[0]) - offset) {
-    reply_status(CMD_READ_OUTPUT, seq, STATUS_BAD_ARGUMENT);
+  reply_bytes(CMD_READ_OUTPUT, seq, (const uint8_t *)model_output(payload[0]),
+              model_output_bytes(payload[0]), get_u32(&payload[1]), get_u16(&payload[5]));
+}
+
+static void handle_read_layer(uint8_t seq, const uint8_t *payload, uint32_t size) {
+  int32_t layer;
+
+  if (size != 10 || get_u32(payload) >= MODEL_LAYER_COUNT) {
+    reply_status(CMD_READ_LAYER, seq, STATUS_BAD_ARGUMENT);
     return;
   }
-  send_frame(CMD_READ_OUTPUT | REPLY_BIT, seq, &status, 1, output + offset, count);
+  layer = (int32_t)get_u32(payload);
+  reply_bytes(CMD_READ_LAYER, seq, (const uint8_t *)model_layer_output(layer),
+              model_layer_output_bytes(layer), get_u32(&payload[4]), get_u16(&payload[8]));
+}
+
+/* Running one layer again reads the same inputs and rewrites the same
+ * output (the planner never places an output over an input of its own
+ * layer), so a repeated request is harmless. */
+static void handle_invoke_layer(uint8_t seq, const uint8_t *payload, uint32_t size) {
+  if (size != 4 || get_u32(payload) >= MODEL_LAYER_COUNT) {
+    reply_status(CMD_INVOKE_LAYER, seq, STATUS_BAD_ARGUMENT);
+    return;
+  }
+  if (!model_ready) {
+    reply_status(CMD_INVOKE_LAYER, seq, STATUS_CHECK_FAILED);
+    return;
+  }
+  last_invoke_seq = -1;
+  model_invoke_layer((int32_t)get_u32(payload));
+  reply_status(CMD_INVOKE_LAYER, seq, STATUS_OK);
 }
 
 static void handle_read_counts(uint8_t seq, const uint8_t *payload, uint32_t size) {
@@ -260,6 +291,12 @@ static void dispatch(uint8_t type, uint8_t seq, const uint8_t *payload, uint32_t
       break;
     case CMD_READ_COUNTS:
       handle_read_counts(seq, payload, size);
+      break;
+    case CMD_INVOKE_LAYER:
+      handle_invoke_layer(seq, payload, size);
+      break;
+    case CMD_READ_LAYER:
+      handle_read_layer(seq, payload, size);
       break;
     default:
       reply_status(type, seq, STATUS_UNKNOWN_COMMAND);

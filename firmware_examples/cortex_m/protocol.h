@@ -30,6 +30,8 @@
 #define CMD_INVOKE 0x03u       /* -> u64 total ticks, u32 deepest stack */
 #define CMD_READ_OUTPUT 0x04u  /* u8 output, u32 offset, u16 size -> bytes */
 #define CMD_READ_COUNTS 0x05u  /* u32 first layer, u16 count -> u32 ticks each */
+#define CMD_INVOKE_LAYER 0x06u /* u32 layer: run one layer, in order after the inputs */
+#define CMD_READ_LAYER 0x07u   /* u32 layer, u32 offset, u16 size -> output bytes */
 
 /* Frames the firmware sends on its own. */
 #define MSG_BOOT 0x7Fu  /* after reset: u16 version, u32 model CRC, u16 max payload */
