@@ -135,15 +135,28 @@ def test_too_small_part_is_refused_by_bytes(tmp_path: Path) -> None:
     message = str(caught.value)
     assert "dscnn_kws_int8.tflite: the model does not fit cortex-m0" in message
     found = re.search(
-        r"ram needs ([\d,]+) bytes but cortex-m0 has 16,384 \(over by ([\d,]+) bytes\)", message
+        r"RAM needs ([\d,]+) bytes but cortex-m0 has 16,384 \(over by ([\d,]+) bytes\)", message
     )
     assert found, message
     needed, over = (int(group.replace(",", "")) for group in found.groups())
     assert needed == 16_384 + over
     assert needed > 16_000 + 2048
-    assert "--cluster" in message
+    assert "a smaller stack or a part with more RAM" in message
     assert not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_too_small_flash_suggests_packing(tmp_path: Path) -> None:
+    """The autoencoder's 270 KB of int8 weights do not fit the micro:bit's
+    256 KB of flash."""
+    _cross_tools()
+    model = shared_model("autoencoder_toyadmos_int8.tflite")
+    with pytest.raises(
+        ToolkitError, match=r"flash needs [\d,]+ bytes but cortex-m0 has 262,144"
+    ) as caught:
+        deploy(model, tmp_path / "out", target="cortex-m0")
+    assert "--cluster 16" in str(caught.value)
+    assert not (tmp_path / "out").exists()
 
 
 def test_toolkit_build_and_make_rebuild_after_edits(firmware: Any, tmp_path: Path) -> None:

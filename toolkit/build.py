@@ -223,15 +223,23 @@ class HostModel:
         )
 
 
-def object_sizes(project: Path, prefix: str = "model", optimize: str = "-O2") -> dict[str, int]:
+def object_sizes(
+    project: Path,
+    prefix: str = "model",
+    optimize: str = "-O2",
+    cc: str | None = None,
+    target_flags: Sequence[str] = (),
+) -> dict[str, int]:
     """Bytes of machine code (.text) per source file of a deployed directory,
-    compiled for the host with `optimize`."""
+    compiled with `optimize` by the host compiler, or by `cc` with
+    `target_flags` (a cross compiler and its CPU flags)."""
     sizes: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="toolkit-size-") as scratch:
         for source in source_files(project, prefix):
             obj = Path(scratch) / f"{source.stem}.o"
             command = [
-                compiler(),
+                cc or compiler(),
+                *target_flags,
                 *WARNING_FLAGS,
                 optimize,
                 f"-I{project}",

@@ -294,8 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser(
         "validate",
         help="compare a deployed model's C code with TFLite Micro",
-        description="Build the generated C for the host, run it and TFLite Micro on the same "
-        "inputs, and report the maximum absolute difference per output. Exit status 2 on any "
+        description="Run the generated C and TFLite Micro on the same inputs and report the "
+        "maximum absolute difference per output. The C runs on the host, or with --emulate or "
+        "--port as the Cortex-M firmware in QEMU or on a board. Exit status 2 on any "
         "difference.",
     )
     validate.add_argument("directory", help="directory written by toolkit deploy")

@@ -25,7 +25,7 @@ from toolkit.codegen import generate_c
 from toolkit.codegen.layers import WEIGHT_FORMATS
 from toolkit.compression_config import CompressionSettings, load_settings
 from toolkit.errors import ToolkitError
-from toolkit.firmware import build_firmware, stage_firmware
+from toolkit.firmware import build_firmware, cross_compiler, stage_firmware
 from toolkit.ir import Graph, Tensor
 from toolkit.pack.prune_int8 import prune_int8_weights
 from toolkit.pack.share import WEIGHTED_OPS, share_int8_weights
@@ -510,7 +510,13 @@ def deploy(
         if build:
             library = build_host_library(staging, staging / f"lib{prefix}.so", prefix=prefix)
             library.unlink()
-            sizes = object_sizes(staging, prefix)
+            if device is None:
+                sizes = object_sizes(staging, prefix)
+                code_note = f".text of model and kernels built by {compiler()} -O2 for the host"
+            else:
+                cross = cross_compiler()
+                sizes = object_sizes(staging, prefix, cc=cross, target_flags=device.cflags)
+                code_note = f".text of model and kernels built by {cross} -O2 for {target}"
             code_bytes = sum(v for k, v in sizes.items() if not k.endswith("_weights.c"))
         firmware = None
         if device is not None:
@@ -533,7 +539,7 @@ def deploy(
             ),
             "tflite_bytes": len(flatbuffer),
             "code_bytes": code_bytes,
-            "code_bytes_note": f".text of model and kernels built by {compiler()} -O2 for the host",
+            "code_bytes_note": code_note if build else "not built",
             "arena_bytes": plan.arena_size,
             "peak_live_bytes": plan.peak_live_bytes(),
             "tflm_arena": _reference_arena(flatbuffer, graph),

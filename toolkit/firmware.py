@@ -152,17 +152,30 @@ def _overflow_error(label: str, target: Target, stderr: str) -> ToolkitError | N
     if not overflows:
         return None
     parts = []
+    fixes = []
     for region, missing in overflows.items():
         size = target.flash.size if region == "FLASH" else target.ram.size
+        name = "flash" if region == "FLASH" else "RAM"
         parts.append(
-            f"{region.lower()} needs {size + missing:,} bytes but {target.name} has {size:,} "
+            f"{name} needs {size + missing:,} bytes but {target.name} has {size:,} "
             f"(over by {missing:,} bytes)"
         )
+        if region == "FLASH":
+            fixes.append(
+                "flash holds the weights: pack them smaller with toolkit deploy --cluster 16 "
+                "or --prune 0.5"
+            )
+        else:
+            fixes.append(
+                "RAM holds the activation arena, the serial buffers and the stack "
+                f"({target.stack_bytes:,} bytes, stack_bytes in the target description): "
+                "a model with smaller activations, a smaller stack or a part with more RAM fits"
+            )
     return ToolkitError(
         f"{label}: the model does not fit {target.name} ({target.description}): "
         + "; ".join(parts)
-        + ". Shrink the model (toolkit deploy --cluster 16 or --prune 0.5 packs the weights "
-        "smaller; a smaller arena needs a smaller model) or choose a part with more memory"
+        + ". "
+        + ". ".join(fix[0].upper() + fix[1:] for fix in fixes)
     )
 
 

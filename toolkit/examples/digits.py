@@ -56,11 +56,13 @@ class ExampleResult:
         return self.mismatched_samples == 0
 
     def summary(self) -> str:
+        c_label = f"generated C ({self.where}):"
+        width = max(len(c_label), len("int8 TFLite (TFLM):"))
         lines = [
             self.deployment.summary(),
             "",
             f"test accuracy on {self.test_samples} held-out digits:",
-            f"  float Keras model:        {self.float_accuracy:.2%}",
+            f"  {'float Keras model:':{width}} {self.float_accuracy:.2%}",
         ]
         if self.clusters is not None and self.clustered_accuracy is not None:
             lines.append(
@@ -68,8 +70,8 @@ class ExampleResult:
                 f"{self.clustered_accuracy:.2%}"
             )
         lines += [
-            f"  int8 TFLite (TFLM):       {self.tflite_accuracy:.2%}",
-            f"  generated C ({self.where}): {self.c_accuracy:.2%}",
+            f"  {'int8 TFLite (TFLM):':{width}} {self.tflite_accuracy:.2%}",
+            f"  {c_label:{width}} {self.c_accuracy:.2%}",
             (
                 "  C and TFLM outputs are identical on every sample"
                 if self.agree
