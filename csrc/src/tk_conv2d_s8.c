@@ -63,7 +63,6 @@ void tk_conv2d_s8(const tk_conv_params *params, const tk_quant_per_channel *quan
           int32_t acc = 0;
           int32_t ky;
           int32_t kx;
-          int32_t ic;
 
           for (ky = 0; ky < k_h; ++ky) {
             const int32_t in_y = in_y0 + ky * params->dilation_h;
@@ -79,9 +78,7 @@ void tk_conv2d_s8(const tk_conv_params *params, const tk_quant_per_channel *quan
               }
               pixel = image + ((size_t)in_y * in_w + in_x) * in_c;
               taps = kernel + ((size_t)ky * k_w + kx) * in_c;
-              for (ic = 0; ic < in_c; ++ic) {
-                acc += (pixel[ic] + params->input_offset) * taps[ic];
-              }
+              acc = tk_dot_offset_s8(acc, pixel, params->input_offset, taps, 0, in_c);
             }
           }
 

@@ -39,12 +39,8 @@ void tk_fully_connected_s8(const tk_fully_connected_params *params,
     const int8_t *row = input + (size_t)batch * depth;
     for (unit = 0; unit < units; ++unit) {
       const int8_t *weights = filter + (size_t)unit * depth;
-      int32_t acc = 0;
-      int32_t i;
-
-      for (i = 0; i < depth; ++i) {
-        acc += (row[i] + params->input_offset) * (weights[i] + params->filter_offset);
-      }
+      const int32_t acc =
+          tk_dot_offset_s8(0, row, params->input_offset, weights, params->filter_offset, depth);
 
       output[(size_t)batch * units + unit] =
           tk_output_s8(acc, bias, unit, quant, params->output_offset, &params->clamp);
