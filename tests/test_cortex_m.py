@@ -106,6 +106,28 @@ def test_unknown_target_lists_the_known_ones(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("stack_bytes = 2048", "stack_bytes = 1001"), "stack_bytes is 1001; give a multiple of 8"),
+        (("counter_hz = 25_000_000", "counter_hz = 0"), "counter_hz is 0; give the SysTick clock"),
+        (('driver = "cmsdk"', 'driver = "pl011"'), "unknown uart.driver 'pl011'"),
+        (("[memory]", "[memories]"), "missing key 'memory'"),
+    ],
+)
+def test_invalid_description_is_rejected(
+    tmp_path: Path, edit: tuple[str, str], message: str
+) -> None:
+    from toolkit.targets import load_target_file, targets_dir
+
+    path = tmp_path / "target.toml"
+    text = (targets_dir() / "cortex-m4.toml").read_text()
+    assert edit[0] in text
+    path.write_text(text.replace(*edit))
+    with pytest.raises(ToolkitError, match=message):
+        load_target_file(path, "edited")
+
+
 # Builds ---------------------------------------------------------------------
 
 
@@ -280,7 +302,7 @@ def test_instruction_counts_repeat_exactly(firmware: Any) -> None:
 
 
 @pytest.mark.slow
-def test_cli_run_and_validate_emulate(firmware: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_run_and_validate(firmware: Any, capsys: pytest.CaptureFixture[str]) -> None:
     from toolkit.cli import main
 
     _emulator()
@@ -292,6 +314,14 @@ def test_cli_run_and_validate_emulate(firmware: Any, capsys: pytest.CaptureFixtu
     assert "instructions/MAC" in printed
     assert main(["validate", str(out), "--emulate", "--count", "3"]) == 0
     assert "PASS" in capsys.readouterr().out
+
+
+def test_cli_run_rejects_zero_inputs(firmware: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from toolkit.cli import main
+
+    out = firmware("dscnn_kws_int8", "cortex-m4")
+    assert main(["run", str(out), "--emulate", "--count", "0"]) == 1
+    assert "--count is 0; give at least 1 input" in capsys.readouterr().err
 
 
 def test_run_needs_an_emulator_or_a_port(firmware: Any) -> None:

@@ -65,23 +65,19 @@ def _run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from toolkit.remote import (
-        connect,
-        counts_unit,
-        format_counts,
-        layer_counts,
-        read_report,
-        run_samples,
-    )
+    from toolkit.remote import connect, counts_unit, format_counts, layer_counts, run_samples
     from toolkit.validate import load_deployment, prepare_inputs, random_inputs
 
+    if args.count < 1:
+        raise ToolkitError(f"--count is {args.count}; give at least 1 input to run")
     directory = Path(args.directory)
-    report = read_report(directory)
+    report, _, graph = load_deployment(directory)
     if args.inputs:
         samples = prepare_inputs(args.inputs, report["inputs"])
     else:
-        _, _, graph = load_deployment(directory)
         samples = random_inputs(graph, args.count, args.seed)
+    if not samples:
+        raise ToolkitError(f"{args.inputs}: contains no samples")
     with connect(
         directory,
         emulate=args.emulate,
@@ -121,9 +117,20 @@ def _run(args: argparse.Namespace) -> int:
         }
         arrays["ticks"] = np.array([r.ticks for r in results], dtype=np.int64)
         arrays["layer_ticks"] = np.array([r.layer_ticks for r in results], dtype=np.int64)
-        np.savez(args.save, **arrays)
+        _save_npz(Path(args.save), arrays)
         print(f"saved outputs and counts to {args.save}")
     return 0
+
+
+def _save_npz(path: Any, arrays: dict[str, Any]) -> None:
+    """Write arrays to a .npz file through a temporary name, so a failed
+    write leaves no partial file."""
+    import numpy as np
+
+    partial = path.with_name(f".{path.name}.partial")
+    with open(partial, "wb") as file:
+        np.savez(file, **arrays)
+    partial.replace(path)
 
 
 def _flash(args: argparse.Namespace) -> int:

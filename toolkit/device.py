@@ -15,7 +15,6 @@ the firmware returns are instruction counts.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import struct
 import subprocess
@@ -461,12 +460,14 @@ def open_port(port: str, baudrate: int = 115200) -> Any:
 
 
 def qemu_binary() -> str:
-    name = os.environ.get("QEMU_SYSTEM_ARM", "qemu-system-arm")
-    if shutil.which(name):
-        return name
-    raise ToolkitError(
-        f"{name} was not found; install QEMU with `apt-get install qemu-system-arm` (Debian, "
-        "Ubuntu) or set $QEMU_SYSTEM_ARM to its path"
+    """Find qemu-system-arm ($QEMU_SYSTEM_ARM overrides it)."""
+    from toolkit.build import find_program
+
+    return find_program(
+        "QEMU_SYSTEM_ARM",
+        "qemu-system-arm",
+        "QEMU",
+        "`apt-get install qemu-system-arm` (Debian, Ubuntu)",
     )
 
 

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from toolkit.build import WARNING_FLAGS, elf_section_bytes, source_files
+from toolkit.build import WARNING_FLAGS, elf_section_bytes, find_program, source_files
 from toolkit.errors import ToolkitError
 from toolkit.targets import Target, firmware_dir, load_target_file, targets_dir
 
@@ -36,13 +36,11 @@ _OVERFLOW = re.compile(r"region [`']?(\w+)'? overflowed by (\d+) bytes")
 
 def cross_compiler() -> str:
     """Find arm-none-eabi-gcc ($ARM_CC overrides it)."""
-    name = os.environ.get("ARM_CC", "arm-none-eabi-gcc")
-    if shutil.which(name):
-        return name
-    raise ToolkitError(
-        f"the Arm cross compiler {name} was not found; install it with "
-        "`apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi` (Debian, Ubuntu) or set "
-        "$ARM_CC to its path"
+    return find_program(
+        "ARM_CC",
+        "arm-none-eabi-gcc",
+        "the Arm cross compiler",
+        "`apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi` (Debian, Ubuntu)",
     )
 
 

@@ -73,6 +73,7 @@ def flash(
     """Flash DIR/firmware.elf (or an ELF with `target_name`); return the
     tool's output."""
     elf, target = _resolve(Path(path), target_name)
+
     if target.emulated and not (target.pyocd_target or target.openocd_config):
         raise ToolkitError(
             f"target {target.name} ({target.description}) runs in QEMU and has no flashing "
@@ -80,6 +81,7 @@ def flash(
         )
     if tool is not None and tool not in TOOLS:
         raise ToolkitError(f"unknown flashing tool '{tool}'; supported: {', '.join(TOOLS)}")
+
     candidates = [tool] if tool else list(TOOLS)
     found = [name for name in candidates if shutil.which(name)]
     if not found:
@@ -89,11 +91,13 @@ def flash(
             "`pip install pyocd` or OpenOCD with `apt-get install openocd`; boards with an "
             f"ST-LINK or DAPLink USB drive also take {elf.with_suffix('.bin')} copied onto it"
         )
+
     command = flash_command(found[0], elf, target, probe)
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     except subprocess.TimeoutExpired as exc:
         raise ToolkitError(f"{found[0]} did not finish in 300 s: {' '.join(command)}") from exc
+
     output = (result.stdout + result.stderr).strip()
     if result.returncode != 0:
         lowered = output.lower()

@@ -9,7 +9,6 @@ prints those counts with the MACs of each layer.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -91,16 +90,21 @@ class SampleResult:
     stack_used: int
 
 
+def input_bytes(report: dict[str, Any], sample: Sequence[np.ndarray]) -> list[bytes]:
+    """Convert one sample (an array per model input) to the bytes the device takes."""
+    return [
+        np.ascontiguousarray(value, dtype=spec["dtype"]).tobytes()
+        for spec, value in zip(report["inputs"], sample, strict=True)
+    ]
+
+
 def run_samples(
     device: Device, report: dict[str, Any], samples: Sequence[Sequence[np.ndarray]]
 ) -> list[SampleResult]:
     """Run each sample (one array per model input) on the device."""
     results = []
     for sample in samples:
-        data = []
-        for spec, value in zip(report["inputs"], sample, strict=True):
-            data.append(np.ascontiguousarray(value, dtype=spec["dtype"]).tobytes())
-        raw: RunResult = device.run(data)
+        raw: RunResult = device.run(input_bytes(report, sample))
         outputs = [
             np.frombuffer(blob, dtype=spec["dtype"]).reshape(spec["shape"]).copy()
             for blob, spec in zip(raw.outputs, report["outputs"], strict=True)
@@ -157,11 +161,3 @@ def format_counts(rows: Sequence[dict[str, Any]], unit: str) -> str:
         ["", "total", "", f"{macs:,}", f"{total:,}", f"{total / macs:.2f}" if macs else ""]
     )
     return format_table(headers, table, {0, 3, 4, 5})
-
-
-def read_report(directory: Path) -> dict[str, Any]:
-    path = directory / "report.json"
-    if not path.is_file():
-        raise ToolkitError(f"{directory}: report.json not found; give a deployed directory")
-    data: dict[str, Any] = json.loads(path.read_text())
-    return data

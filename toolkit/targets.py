@@ -101,6 +101,7 @@ def load_target_file(path: Path, name: str | None = None) -> Target:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ToolkitError(f"{path}: not valid TOML: {exc}") from exc
+
     memory = _require(path, data, "memory", dict)
     uart = _require(path, data, "uart", dict)
     driver = _require(path, uart, "driver", str)
@@ -108,19 +109,32 @@ def load_target_file(path: Path, name: str | None = None) -> Target:
         raise ToolkitError(
             f"{path}: unknown uart.driver '{driver}'; supported: {', '.join(UART_DRIVERS)}"
         )
-    qemu = data.get("qemu", {})
-    board = data.get("board", {})
+
     max_payload = data.get("max_payload", 256)
     if not isinstance(max_payload, int) or not 64 <= max_payload <= 4096:
         raise ToolkitError(f"{path}: max_payload must be an integer from 64 to 4096")
+    stack_bytes = _require(path, data, "stack_bytes", int)
+    if stack_bytes < 256 or stack_bytes % 8:
+        raise ToolkitError(
+            f"{path}: stack_bytes is {stack_bytes}; give a multiple of 8 of at least 256"
+        )
+    counter_hz = _require(path, data, "counter_hz", int)
+    if counter_hz <= 0:
+        raise ToolkitError(f"{path}: counter_hz is {counter_hz}; give the SysTick clock in Hz")
+    cflags = _require(path, data, "cflags", list)
+    if not all(isinstance(flag, str) for flag in cflags):
+        raise ToolkitError(f"{path}: cflags must be a list of strings, got {cflags!r}")
     if name is None:
         name = _require(path, data, "name", str)
+
+    qemu = data.get("qemu", {})
+    board = data.get("board", {})
     return Target(
         name=name,
         description=_require(path, data, "description", str),
-        cflags=tuple(_require(path, data, "cflags", list)),
-        counter_hz=_require(path, data, "counter_hz", int),
-        stack_bytes=_require(path, data, "stack_bytes", int),
+        cflags=tuple(cflags),
+        counter_hz=counter_hz,
+        stack_bytes=stack_bytes,
         flash=_region(path, memory, "flash"),
         ram=_region(path, memory, "ram"),
         uart_driver=driver,

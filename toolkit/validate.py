@@ -247,8 +247,10 @@ def _first_mismatch_on_device(
     sample: list[np.ndarray],
     sample_index: int,
 ) -> LayerMismatch | None:
-    for index, (spec, value) in enumerate(zip(report["inputs"], sample, strict=True)):
-        device.write_input(index, np.ascontiguousarray(value, dtype=spec["dtype"]).tobytes())
+    from toolkit.remote import input_bytes
+
+    for index, data in enumerate(input_bytes(report, sample)):
+        device.write_input(index, data)
 
     def run_layer(layer: dict[str, Any]) -> np.ndarray:
         spec = layer["output"]

@@ -116,9 +116,9 @@ static inline int32_t tk_dot_offset_s8(int32_t acc, const int8_t *x, int32_t x_o
   return acc;
 }
 
-/* The taps [*begin, *end) of a window of `filter` taps, `dilation` apart,
- * whose first tap sits at `start` (negative inside the leading padding),
- * that fall inside an input of `input` values. */
+/* Set [*begin, *end) to the taps that fall inside an input of `input`
+ * values, for a window of `filter` taps, `dilation` apart, whose first tap
+ * sits at `start` (negative inside the leading padding). */
 static inline void tk_window_taps(int32_t start, int32_t dilation, int32_t filter, int32_t input,
                                   int32_t *begin, int32_t *end) {
   int32_t first = 0;
