@@ -37,13 +37,15 @@ def csrc_dir() -> Path:
     return candidate
 
 
-def find_program(variable: str, default: str, what: str, install: str) -> str:
-    """Return $`variable` or `default` when it is on the PATH, else raise
-    an error naming `what` is missing and how to `install` it."""
+def find_program(variable: str, default: str, description: str, install: str) -> str:
+    """Return $`variable`, else `default`, when it is on the PATH. Otherwise
+    raise an error that names the missing program and how to `install` it."""
     name = os.environ.get(variable, default)
     if shutil.which(name):
         return name
-    raise ToolkitError(f"{what} {name} was not found; install it with {install} or set ${variable}")
+    raise ToolkitError(
+        f"{description} {name} was not found; install it with {install} or set ${variable}"
+    )
 
 
 def compiler() -> str:
